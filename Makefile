@@ -1,0 +1,50 @@
+# Entry points. The README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Scenarios live in molecule/ at the top of the collection.
+export MOLECULE_GLOB := molecule/*/molecule.yml
+COLLECTION_LINK := .ansible/collections/ansible_collections/asgi/gunicorn
+
+.PHONY: demo test lint unit molecule engine image clean-demo setup
+
+## demo: deploy the example app onto a throwaway systemd container and probe it
+demo: setup engine image
+	tools/demo.sh
+
+## test: lint, fast tests, then every Molecule scenario
+test: setup engine image lint unit molecule
+
+setup: $(VENV)/.installed $(COLLECTION_LINK)
+
+$(VENV)/.installed: requirements.txt examples/app/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+# The repository is the collection asgi.gunicorn; Ansible finds it through this link.
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../../.. $@
+
+engine:
+	tools/docker-engine.sh
+
+image:
+	tools/test-image.sh 12 >/dev/null
+
+lint: setup
+	yamllint --strict .
+	ansible-lint
+
+unit: setup
+	pytest tests
+
+molecule: setup engine image
+	molecule test --all
+
+clean-demo:
+	docker rm -f asgi-app-demo >/dev/null 2>&1 || true

@@ -1,0 +1,130 @@
+"""Derived values of an asgi_app deployment, computed in one place.
+
+The role's templates only print what these filters return, so every rule (CPUs the service
+may use, worker count, the shutdown timeout chain) is plain Python that unit tests call
+directly.
+"""
+
+import math
+
+from ansible.errors import AnsibleFilterError
+
+WORKER_RULES = {
+    "io": "cores + 1",
+    "mixed": "2 x cores + 1",
+    "cpu": "2 x cores + 1",
+}
+
+
+def effective_cpus(resources):
+    """CPUs the service may really use: the smallest of online CPUs, affinity and cgroup quota.
+
+    ``resources`` is what the role's host_resources.py printed on the target:
+    ``online_cpus``, ``affinity_cpus`` and ``cpu_quota`` (a fraction of CPUs, or None).
+    A fractional quota is rounded up: 1.5 CPUs of time still keeps two workers busy.
+    """
+    try:
+        online = int(resources["online_cpus"])
+        affinity = int(resources.get("affinity_cpus") or online)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"asgi_app: unreadable CPU facts {resources!r}: {exc}") from exc
+    quota = resources.get("cpu_quota")
+    candidates = [(online, "online CPUs"), (affinity, "CPU affinity")]
+    if quota is not None:
+        candidates.append((max(1, math.ceil(float(quota) - 1e-9)), "cgroup CPU quota"))
+    cpus, limited_by = min(candidates, key=lambda pair: pair[0])
+    if cpus < 1:
+        raise AnsibleFilterError(f"asgi_app: no usable CPU in {resources!r}")
+    return {
+        "cpus": cpus,
+        "limited_by": limited_by,
+        "online": online,
+        "affinity": affinity,
+        "quota": None if quota is None else float(quota),
+    }
+
+
+def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
+                memory_budget_mb=None, memory_share=0.8):
+    """How many workers to run, and a sentence saying why.
+
+    The CPU rule gives ``cores + 1`` (io) or ``2 x cores + 1`` (mixed, cpu). The memory budget
+    (``memory_share`` of what the service may use, unless given) caps it at
+    ``budget // worker_memory_mb``. An explicit ``workers`` wins and is reported as such.
+    """
+    if workload not in WORKER_RULES:
+        raise AnsibleFilterError(
+            f"asgi_app_workload must be one of {sorted(WORKER_RULES)}, got {workload!r}"
+        )
+    if int(worker_memory_mb) < 1:
+        raise AnsibleFilterError("asgi_app_worker_memory_mb must be a positive number of MB")
+    cpu = effective_cpus(resources)
+    cores = cpu["cpus"]
+    by_cpu = cores + 1 if workload == "io" else 2 * cores + 1
+    if memory_budget_mb is None:
+        memory_budget_mb = int(int(resources["memory_mb"]) * memory_share)
+    by_memory = max(1, int(memory_budget_mb) // int(worker_memory_mb))
+
+    cpu_text = _describe_cpus(cpu)
+    if workers is not None:
+        count = int(workers)
+        rule = f"set explicitly by asgi_app_workers (the {workload} rule would give {by_cpu})"
+    elif by_memory < by_cpu:
+        count = by_memory
+        rule = (f"{workload} rule {WORKER_RULES[workload]} = {by_cpu}, capped by memory: "
+                f"{memory_budget_mb} MB / {worker_memory_mb} MB per worker = {by_memory}")
+    else:
+        count = by_cpu
+        rule = f"{workload} rule {WORKER_RULES[workload]} = {by_cpu}"
+    return {
+        "workers": count,
+        "cores": cores,
+        "by_cpu": by_cpu,
+        "by_memory": by_memory,
+        "memory_budget_mb": int(memory_budget_mb),
+        "cpus": cpu_text,
+        "rule": rule,
+    }
+
+
+def _describe_cpus(cpu):
+    quota = "none" if cpu["quota"] is None else f"{cpu['quota']:g}"
+    return (f"{cpu['cpus']} usable CPU(s), limited by {cpu['limited_by']} "
+            f"(online {cpu['online']}, affinity {cpu['affinity']}, cgroup quota {quota})")
+
+
+def timeout_chain(graceful_timeout=30, uvicorn_graceful_timeout=None, stop_timeout=None):
+    """The three shutdown deadlines, nested so that each layer finishes before the next kills it.
+
+    Uvicorn closes connections first (``graceful_timeout - margin``); gunicorn then waits
+    ``graceful_timeout`` before it kills a worker; systemd waits ``graceful_timeout + 2 x margin``
+    before SIGKILL, leaving the master time to exit. The margin is a sixth of
+    graceful_timeout, between 1 and 10 seconds. Explicit values are kept when they still nest.
+    """
+    graceful = int(graceful_timeout)
+    if graceful < 2:
+        raise AnsibleFilterError(
+            f"asgi_app_graceful_timeout must be at least 2 seconds, got {graceful_timeout!r}"
+        )
+    margin = min(10, max(1, math.ceil(graceful / 6)))
+    uvicorn = graceful - margin if uvicorn_graceful_timeout is None else int(uvicorn_graceful_timeout)
+    stop = graceful + 2 * margin if stop_timeout is None else int(stop_timeout)
+    if not 0 < uvicorn < graceful < stop:
+        raise AnsibleFilterError(
+            "asgi_app: the shutdown timeouts must nest as Uvicorn graceful shutdown < gunicorn "
+            f"graceful_timeout < systemd TimeoutStopSec, got {uvicorn} < {graceful} < {stop}. "
+            "Leave asgi_app_uvicorn_graceful_timeout and asgi_app_timeout_stop_sec unset to "
+            "derive them from asgi_app_graceful_timeout."
+        )
+    return {"uvicorn": uvicorn, "gunicorn": graceful, "systemd": stop}
+
+
+class FilterModule:
+    """asgi_app filters."""
+
+    def filters(self):
+        return {
+            "asgi_app_effective_cpus": effective_cpus,
+            "asgi_app_worker_plan": worker_plan,
+            "asgi_app_timeout_chain": timeout_chain,
+        }
