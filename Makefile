@@ -6,6 +6,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Scenarios live in molecule/ at the top of the collection.
 export MOLECULE_GLOB := molecule/*/molecule.yml
+# Molecule boxes its output to the terminal width; wide enough to show each test by name.
+export COLUMNS ?= 160
 COLLECTION_LINK := .ansible/collections/ansible_collections/asgi/gunicorn
 
 .PHONY: demo test lint unit molecule engine image clean-demo setup

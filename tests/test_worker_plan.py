@@ -1,0 +1,97 @@
+"""The worker rule: usable CPUs (online, affinity, cgroup quota), workload, memory cap."""
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+
+def resources(online=4, affinity=None, quota=None, memory_mb=16384):
+    return {"online_cpus": online, "affinity_cpus": affinity or online, "cpu_quota": quota,
+            "memory_mb": memory_mb}
+
+
+@pytest.mark.parametrize(
+    "facts, cpus, limited_by",
+    [
+        (resources(online=1), 1, "online CPUs"),
+        (resources(online=2), 2, "online CPUs"),
+        (resources(online=64), 64, "online CPUs"),
+        (resources(online=8, affinity=2), 2, "CPU affinity"),
+        (resources(online=8, affinity=8, quota=2.0), 2, "cgroup CPU quota"),
+        (resources(online=8, quota=1.5), 2, "cgroup CPU quota"),
+        (resources(online=8, quota=0.25), 1, "cgroup CPU quota"),
+        (resources(online=8, affinity=3, quota=6.0), 3, "CPU affinity"),
+        (resources(online=4, quota=16.0), 4, "online CPUs"),
+        (resources(online=16, affinity=4, quota=2.5), 3, "cgroup CPU quota"),
+    ],
+)
+def test_effective_cpus_is_the_smallest_limit(sizing, facts, cpus, limited_by):
+    result = sizing.effective_cpus(facts)
+    assert (result["cpus"], result["limited_by"]) == (cpus, limited_by)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 4, 8, 16, 32])
+@pytest.mark.parametrize("workload, rule", [("io", lambda c: c + 1), ("mixed", lambda c: 2 * c + 1),
+                                            ("cpu", lambda c: 2 * c + 1)])
+def test_workload_rule(sizing, cores, workload, rule):
+    plan = sizing.worker_plan(resources(online=cores, memory_mb=1 << 20), workload=workload)
+    assert plan["workers"] == rule(cores)
+    assert plan["by_cpu"] == rule(cores)
+    assert str(rule(cores)) in plan["rule"]
+
+
+@pytest.mark.parametrize(
+    "facts, workload, expected",
+    [
+        (resources(online=32, affinity=4), "mixed", 9),      # a VM with 32 vCPUs pinned to 4
+        (resources(online=32, quota=2.0), "mixed", 5),       # a container limited to 2 CPUs
+        (resources(online=32, quota=2.0), "io", 3),
+        (resources(online=2, quota=0.5), "mixed", 3),        # half a CPU still gets one core's rule
+    ],
+)
+def test_cpuinfo_alone_would_be_wrong(sizing, facts, workload, expected):
+    assert sizing.worker_plan(facts, workload=workload)["workers"] == expected
+
+
+@pytest.mark.parametrize(
+    "memory_mb, per_worker, budget, expected",
+    [
+        (1024, 150, None, 5),     # 80 % of 1 GiB = 819 MB -> 5 workers of 150 MB, under 2x8+1
+        (512, 150, None, 2),
+        (256, 150, None, 1),      # never fewer than one
+        (100, 150, None, 1),
+        (65536, 150, None, 17),   # memory is not the limit: the CPU rule is
+        (65536, 170, 500, 2),     # an explicit budget
+        (4096, 50, None, 17),
+    ],
+)
+def test_memory_caps_the_worker_count(sizing, memory_mb, per_worker, budget, expected):
+    plan = sizing.worker_plan(resources(online=8, memory_mb=memory_mb), workload="mixed",
+                              worker_memory_mb=per_worker, memory_budget_mb=budget)
+    assert plan["workers"] == expected
+    if expected < 17:
+        assert "capped by memory" in plan["rule"]
+
+
+def test_explicit_workers_win_and_say_so(sizing):
+    plan = sizing.worker_plan(resources(online=2), workload="mixed", workers=3)
+    assert plan["workers"] == 3
+    assert "set explicitly by asgi_app_workers" in plan["rule"]
+    assert "would give 5" in plan["rule"]
+
+
+def test_the_plan_names_the_cpus_and_the_rule(sizing):
+    plan = sizing.worker_plan(resources(online=8, affinity=8, quota=2.0), workload="mixed")
+    assert plan["cpus"] == ("2 usable CPU(s), limited by cgroup CPU quota "
+                            "(online 8, affinity 8, cgroup quota 2)")
+    assert plan["rule"] == "mixed rule 2 x cores + 1 = 5"
+
+
+@pytest.mark.parametrize("workload", ["sync", "", "IO"])
+def test_unknown_workload_is_refused(sizing, workload):
+    with pytest.raises(AnsibleFilterError, match="asgi_app_workload"):
+        sizing.worker_plan(resources(), workload=workload)
+
+
+def test_unreadable_facts_are_refused(sizing):
+    with pytest.raises(AnsibleFilterError, match="unreadable CPU facts"):
+        sizing.effective_cpus({"affinity_cpus": 2})
