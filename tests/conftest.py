@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "asgi_app"
@@ -32,33 +31,6 @@ def host_resources():
 
 
 @pytest.fixture(scope="session")
-def render(sizing):
-    """Render one of the role's templates as the role would, for the given resources and variables."""
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
-
-    def trusted(value):
-        if isinstance(value, str):
-            return trust_as_template(value)
-        if isinstance(value, dict):
-            return {key: trusted(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [trusted(item) for item in value]
-        return value
-
-    def _render(template, resources, **overrides):
-        variables = {}
-        for source in ("defaults/main.yml", "vars/main.yml"):
-            variables.update(yaml.safe_load((ROLE / source).read_text()))
-        variables.update(ansible_managed="Ansible managed", **overrides)
-        variables["__asgi_app_plan"] = sizing.worker_plan(
-            resources, workload=variables["asgi_app_workload"], workers=variables["asgi_app_workers"],
-            worker_memory_mb=variables["asgi_app_worker_memory_mb"],
-            memory_budget_mb=variables["asgi_app_memory_budget_mb"])
-        variables["__asgi_app_timeouts"] = sizing.timeout_chain(
-            variables["asgi_app_graceful_timeout"], variables["asgi_app_uvicorn_graceful_timeout"],
-            variables["asgi_app_timeout_stop_sec"])
-        templar = Templar(loader=DataLoader(), variables=trusted(variables))
-        return templar.template(trust_as_template((ROLE / "templates" / template).read_text()))
-
-    return _render
+def render():
+    """Render one of the role's templates as the role would: render(template, resources, **vars)."""
+    return load_module("render_role", REPO / "tools" / "render_role.py").render

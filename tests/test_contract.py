@@ -43,3 +43,27 @@ def test_demo_host_uses_the_molecule_host_options():
     for option in expected:
         assert option in script, f"tools/test-host.sh lacks {option!r}"
     assert f'"$image" {platform["command"]}' in script
+
+
+def test_readme_variables_table_matches_the_specs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_variables",
+                                                  REPO / "tools" / "readme_variables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (REPO / "README.md").read_text()
+    assert module.readme_with_table(readme) == readme, (
+        "README.md's variables table is out of date: run python tools/readme_variables.py --write")
+
+
+def test_reference_templates_match_the_role():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_role", REPO / "tools" / "render_role.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, content in module.reference_files().items():
+        committed = REPO / "templates" / name
+        assert committed.is_file() and committed.read_text() == content, (
+            f"templates/{name} drifted from the role: run python tools/render_role.py --write")

@@ -1,0 +1,64 @@
+#
+# Reference file rendered by tools/render_role.py from roles/asgi_app/templates
+# for a host with 4 CPUs and 8 GiB serving examples/app; the role renders it for your host.
+#
+# Gunicorn configuration of example: gunicorn manages the processes, Uvicorn serves
+# ASGI inside each worker. Checked with `gunicorn --check-config` before it went live.
+
+# --- The application ---------------------------------------------------------
+# What to serve, and where its code is imported from.
+wsgi_app = "main:app"
+chdir = "/opt/example/app"
+# Import the app in each worker, after the fork, so a HUP reload picks up new code.
+preload_app = False
+
+# --- Where it listens --------------------------------------------------------
+bind = ["127.0.0.1:8000"]
+# Only these peers may set X-Forwarded-For/-Proto (the proxy in front, if any).
+forwarded_allow_ips = "127.0.0.1"
+
+# --- Workers -----------------------------------------------------------------
+# 4 usable CPU(s), limited by online CPUs (online 4, affinity 4, cgroup quota none).
+# mixed rule 2 x cores + 1 = 9.
+workers = 9
+# Uvicorn's worker, subclassed so that Uvicorn receives the settings gunicorn does not pass on:
+# its graceful-shutdown deadline (25 s, below graceful_timeout).
+from uvicorn_worker import UvicornWorker as _UvicornWorkerBase  # noqa: E402
+
+
+class UvicornWorker(_UvicornWorkerBase):
+    CONFIG_KWARGS = {
+        **_UvicornWorkerBase.CONFIG_KWARGS,
+        "timeout_graceful_shutdown": 25,
+    }
+
+
+worker_class = UvicornWorker
+# Heartbeat files on tmpfs (the unit's RuntimeDirectory), never on a disk that can stall.
+worker_tmp_dir = "/run/example"
+
+# --- Timeouts (they nest: Uvicorn 25 s < gunicorn 30 s < systemd TimeoutStopSec 40 s)
+# A worker silent this long is killed and replaced; long-lived WebSocket/SSE connections
+# do not count, the worker's event loop keeps notifying the master.
+timeout = 120
+# On stop or reload, workers get this long to finish open requests before they are killed.
+graceful_timeout = 30
+# Idle keep-alive connections are closed after this many seconds.
+keepalive = 5
+
+# --- Recycling ---------------------------------------------------------------
+# Replace a worker after this many requests to bound slow memory leaks; the jitter keeps
+# workers from being replaced all at once.
+max_requests = 10000
+max_requests_jitter = 1000
+
+# --- Logging: to stdout/stderr, which systemd sends to the journal ----------------
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+proc_name = "example"
+
+# --- Control socket (gunicornc): in the runtime directory, the only place the
+# hardened service may create it; readable by the app's user only.
+control_socket = "/run/example/gunicorn.ctl"
+control_socket_mode = 0o600

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Render the role's templates as the role would, without a host.
+
+Used by the fast tests, and to write the reference files in templates/ for people who do not
+use Ansible: `python tools/render_role.py --write` renders them for the reference host below
+(4 CPUs, 8 GiB, the example app); tests/test_contract.py fails when they drift from the role.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+ROLE = REPO / "roles" / "asgi_app"
+
+REFERENCE_HOST = {"online_cpus": 4, "affinity_cpus": 4, "cpu_quota": None, "memory_mb": 8192}
+REFERENCE_VARS = {"asgi_app_name": "example", "asgi_app_module": "main:app",
+                  "asgi_app_src": "examples/app"}
+REFERENCE_FILES = {"gunicorn_config.py.j2": "gunicorn_config.py",
+                   "asgi_app.service.j2": "example.service"}
+
+
+def _filters():
+    spec = importlib.util.spec_from_file_location("asgi_app_filters",
+                                                  REPO / "plugins" / "filter" / "asgi_app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _trusted(value):
+    from ansible.template import trust_as_template
+
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {key: _trusted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_trusted(item) for item in value]
+    return value
+
+
+def render(template, resources, ansible_managed="Ansible managed", **overrides):
+    """The template rendered with the role's defaults, vars, the overrides and derived values."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    sizing = _filters()
+    variables = {}
+    for source in ("defaults/main.yml", "vars/main.yml"):
+        variables.update(yaml.safe_load((ROLE / source).read_text()))
+    variables.update(ansible_managed=ansible_managed, **overrides)
+    variables["__asgi_app_plan"] = sizing.worker_plan(
+        resources, workload=variables["asgi_app_workload"], workers=variables["asgi_app_workers"],
+        worker_memory_mb=variables["asgi_app_worker_memory_mb"],
+        memory_budget_mb=variables["asgi_app_memory_budget_mb"])
+    variables["__asgi_app_timeouts"] = sizing.timeout_chain(
+        variables["asgi_app_graceful_timeout"], variables["asgi_app_uvicorn_graceful_timeout"],
+        variables["asgi_app_timeout_stop_sec"])
+    templar = Templar(loader=DataLoader(), variables=_trusted(variables))
+    return templar.template(trust_as_template((ROLE / "templates" / template).read_text()))
+
+
+def reference_files():
+    """{file name in templates/: content} for the reference host."""
+    note = ("Reference file rendered by tools/render_role.py from roles/asgi_app/templates\n"
+            "for a host with 4 CPUs and 8 GiB serving examples/app; the role renders it for your host.")
+    return {name: render(template, REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS)
+            for template, name in REFERENCE_FILES.items()}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python tools/render_role.py --write")
+    (REPO / "templates").mkdir(exist_ok=True)
+    for name, content in reference_files().items():
+        (REPO / "templates" / name).write_text(content)
+        print(f"templates/{name}")
