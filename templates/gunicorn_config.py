@@ -7,7 +7,7 @@
 
 # --- The application ---------------------------------------------------------
 # What to serve, and where its code is imported from.
-wsgi_app = "main:app"
+wsgi_app = "example_app.main:app"
 chdir = "/opt/example/app"
 # Import the app in each worker, after the fork, so a HUP reload picks up new code.
 preload_app = False

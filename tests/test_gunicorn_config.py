@@ -32,7 +32,7 @@ def rendered(tmp_path, render):
 
     def _rendered(overrides):
         (tmp_path / "app").symlink_to(REPO / "examples" / "app")
-        variables = {"asgi_app_name": "example", "asgi_app_module": "main:app",
+        variables = {"asgi_app_name": "example", "asgi_app_module": "example_app.main:app",
                      "asgi_app_src": str(REPO / "examples" / "app"), "asgi_app_root": str(tmp_path),
                      **overrides}
         config = tmp_path / "gunicorn_config.py"

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "asgi_app"
 
 REFERENCE_HOST = {"online_cpus": 4, "affinity_cpus": 4, "cpu_quota": None, "memory_mb": 8192}
-REFERENCE_VARS = {"asgi_app_name": "example", "asgi_app_module": "main:app",
+REFERENCE_VARS = {"asgi_app_name": "example", "asgi_app_module": "example_app.main:app",
                   "asgi_app_src": "examples/app"}
 REFERENCE_FILES = {"gunicorn_config.py.j2": "gunicorn_config.py",
                    "asgi_app.service.j2": "example.service"}

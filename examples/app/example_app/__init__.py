@@ -1,0 +1,1 @@
+"""The example ASGI application of the asgi.gunicorn collection."""
