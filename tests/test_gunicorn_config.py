@@ -1,5 +1,6 @@
 """gunicorn_config.py as the role renders it: accepted by gunicorn itself, values as intended."""
 
+import os
 import runpy
 import subprocess
 import sys
@@ -45,8 +46,10 @@ def rendered(tmp_path, render):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gunicorn_check_config_accepts_it(rendered, variant):
     config = rendered(VARIANTS[variant])
+    # No __pycache__ in examples/app: the scenarios copy that directory onto their hosts.
     result = subprocess.run([str(GUNICORN), "--check-config", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
 
 

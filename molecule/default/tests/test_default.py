@@ -82,3 +82,24 @@ def test_io_endpoint_serves_concurrently(app_url, worker_pids):
           f"(one request at a time per worker would take {serial_bound:.0f} s)")
     assert result.failed == 0, result.errors
     assert result.elapsed < serial_bound / 4
+
+
+def test_open_files_limit_is_raised_as_far_as_the_host_allows(host, service):
+    def nofile(pid):
+        line = next(line for line in host.file(f"/proc/{pid}/limits").content_string.splitlines()
+                    if line.startswith("Max open files"))
+        soft, hard = line.split()[3:5]
+        return int(soft), int(hard)
+
+    asked = 65536  # asgi_app_limit_nofile's default
+    ceiling = nofile(1)[1]  # what systemd itself may hand out on this host
+    got = nofile(service["main_pid"])
+    print(f"\nLimitNOFILE={asked}; the host allows {ceiling}; the master runs with {got}")
+    assert got[0] == min(asked, ceiling)
+
+
+def test_unit_is_sandboxed(host, service):
+    out = host.check_output(f"systemd-analyze security {service['unit']} --no-pager")
+    exposure = float(out.splitlines()[-1].split("level for")[1].split(":")[1].split()[0])
+    print(f"\n{out.splitlines()[-1]}")
+    assert exposure <= 2.0

@@ -1,1 +1,0 @@
-"""The example ASGI application of the asgi.gunicorn collection."""
