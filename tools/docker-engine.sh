@@ -17,6 +17,8 @@ if ! command -v dockerd >/dev/null 2>&1; then
 fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then
+  # A dockerd that was killed (not stopped) leaves its pid file behind and would refuse to start.
+  rm -f /var/run/docker.pid
   echo "docker-engine: starting dockerd (log: $log)"
   nohup dockerd >"$log" 2>&1 &
 fi
