@@ -1,12 +1,12 @@
 """The shutdown chain: Uvicorn graceful shutdown < gunicorn graceful_timeout < TimeoutStopSec."""
 
 import pytest
-from ansible.errors import AnsibleFilterError
 
 
 @pytest.mark.parametrize("graceful", list(range(2, 121)) + [180, 300, 600, 3600])
 def test_derived_timeouts_nest(sizing, graceful):
     chain = sizing.timeout_chain(graceful)
+    assert chain["problems"] == []
     assert 0 < chain["uvicorn"] < chain["gunicorn"] == graceful < chain["systemd"]
     # Each layer gets at least a second before the next one acts, and never more than 10.
     assert 1 <= graceful - chain["uvicorn"] <= 10
@@ -14,7 +14,7 @@ def test_derived_timeouts_nest(sizing, graceful):
 
 
 def test_baseline_values(sizing):
-    assert sizing.timeout_chain(30) == {"uvicorn": 25, "gunicorn": 30, "systemd": 40}
+    assert sizing.timeout_chain(30) == {"uvicorn": 25, "gunicorn": 30, "systemd": 40, "problems": []}
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,7 @@ def test_baseline_values(sizing):
 )
 def test_explicit_values_that_nest_are_kept(sizing, graceful, uvicorn, stop):
     chain = sizing.timeout_chain(graceful, uvicorn, stop)
+    assert chain["problems"] == []
     assert chain["uvicorn"] == (uvicorn if uvicorn is not None else chain["uvicorn"])
     assert chain["systemd"] == (stop if stop is not None else chain["systemd"])
 
@@ -33,5 +34,9 @@ def test_explicit_values_that_nest_are_kept(sizing, graceful, uvicorn, stop):
      (0, None, None)],
 )
 def test_values_that_do_not_nest_are_refused(sizing, graceful, uvicorn, stop):
-    with pytest.raises(AnsibleFilterError, match="asgi_app_"):
-        sizing.timeout_chain(graceful, uvicorn, stop)
+    chain = sizing.timeout_chain(graceful, uvicorn, stop)
+    assert len(chain["problems"]) == 1
+    assert "asgi_app_graceful_timeout" in chain["problems"][0]
+    if graceful >= 2:
+        # The message shows the values as they would be.
+        assert f"{chain['uvicorn']} < {graceful} < {chain['systemd']}" in chain["problems"][0]

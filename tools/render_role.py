@@ -22,9 +22,8 @@ REFERENCE_FILES = {"gunicorn_config.py.j2": "gunicorn_config.py",
                    "asgi_app.service.j2": "example.service"}
 
 
-def _filters():
-    spec = importlib.util.spec_from_file_location("asgi_app_filters",
-                                                  REPO / "plugins" / "filter" / "asgi_app.py")
+def _filters(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "plugins" / "filter" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -47,15 +46,20 @@ def render(template, resources, ansible_managed="Ansible managed", **overrides):
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar, trust_as_template
 
-    sizing = _filters()
+    sizing, inputs = _filters("asgi_app"), _filters("asgi_app_inputs")
     variables = {}
     for source in ("defaults/main.yml", "vars/main.yml"):
         variables.update(yaml.safe_load((ROLE / source).read_text()))
     variables.update(ansible_managed=ansible_managed, **overrides)
+    name = variables["asgi_app_name"]
+    checked = {key: value for key, value in variables.items() if key.startswith("asgi_app_")}
+    variables["__asgi_app_inputs"] = inputs.check_inputs(
+        {**checked, "src_is_directory": True, "runtime_dir": f"/run/{name}"})
     variables["__asgi_app_plan"] = sizing.worker_plan(
         resources, workload=variables["asgi_app_workload"], workers=variables["asgi_app_workers"],
         worker_memory_mb=variables["asgi_app_worker_memory_mb"],
-        memory_budget_mb=variables["asgi_app_memory_budget_mb"])
+        memory_budget_mb=variables["asgi_app_memory_budget_mb"],
+        allow_extra_workers=variables["asgi_app_allow_extra_workers"])
     variables["__asgi_app_timeouts"] = sizing.timeout_chain(
         variables["asgi_app_graceful_timeout"], variables["asgi_app_uvicorn_graceful_timeout"],
         variables["asgi_app_timeout_stop_sec"])

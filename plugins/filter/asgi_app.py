@@ -45,12 +45,14 @@ def effective_cpus(resources):
 
 
 def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
-                memory_budget_mb=None, memory_share=0.8):
+                memory_budget_mb=None, memory_share=0.8, allow_extra_workers=False):
     """How many workers to run, and a sentence saying why.
 
     The CPU rule gives ``cores + 1`` (io) or ``2 x cores + 1`` (mixed, cpu). The memory budget
     (``memory_share`` of what the service may use, unless given) caps it at
-    ``budget // worker_memory_mb``. An explicit ``workers`` wins and is reported as such.
+    ``budget // worker_memory_mb``. An explicit ``workers`` wins and is reported as such; the
+    plan's ``problems`` say why it cannot work when it is not positive, when its memory estimate
+    does not fit, or when it is above 2 x cores + 1 without ``allow_extra_workers``.
     """
     if workload not in WORKER_RULES:
         raise AnsibleFilterError(
@@ -66,8 +68,11 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
     by_memory = max(1, int(memory_budget_mb) // int(worker_memory_mb))
 
     cpu_text = _describe_cpus(cpu)
+    problems = []
     if workers is not None:
         count = int(workers)
+        problems = _explicit_worker_problems(count, cores, cpu_text, int(worker_memory_mb),
+                                             int(memory_budget_mb), allow_extra_workers)
         rule = f"set explicitly by asgi_app_workers (the {workload} rule would give {by_cpu})"
     elif by_memory < by_cpu:
         count = by_memory
@@ -84,7 +89,30 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
         "memory_budget_mb": int(memory_budget_mb),
         "cpus": cpu_text,
         "rule": rule,
+        "problems": problems,
     }
+
+
+def _explicit_worker_problems(count, cores, cpu_text, worker_memory_mb, memory_budget_mb,
+                              allow_extra_workers):
+    ceiling = 2 * cores + 1
+    if count < 1:
+        return [f"asgi_app_workers is {count}: gunicorn needs at least one worker. Leave "
+                f"asgi_app_workers unset to derive it from the host ({ceiling} here), or set a "
+                "positive number."]
+    if count * worker_memory_mb > memory_budget_mb:
+        return [f"asgi_app_workers is {count}: at about {worker_memory_mb} MB each "
+                f"(asgi_app_worker_memory_mb) they need {count * worker_memory_mb} MB, more than "
+                f"the {memory_budget_mb} MB this host can give them, so the kernel would start "
+                f"killing workers. Set at most {max(1, memory_budget_mb // worker_memory_mb)} "
+                "workers, or leave asgi_app_workers unset."]
+    if count > ceiling and not allow_extra_workers:
+        return [f"asgi_app_workers is {count}, but this host has {cpu_text}. Async Uvicorn "
+                f"workers each serve many connections at once; beyond 2 x {cores} + 1 = "
+                f"{ceiling} they only compete for the same CPUs and add about 50-170 MB of "
+                "memory each. Leave asgi_app_workers unset to derive the count, or set "
+                f"asgi_app_allow_extra_workers: true to keep {count} anyway."]
+    return []
 
 
 def _describe_cpus(cpu):
@@ -99,24 +127,27 @@ def timeout_chain(graceful_timeout=30, uvicorn_graceful_timeout=None, stop_timeo
     Uvicorn closes connections first (``graceful_timeout - margin``); gunicorn then waits
     ``graceful_timeout`` before it kills a worker; systemd waits ``graceful_timeout + 2 x margin``
     before SIGKILL, leaving the master time to exit. The margin is a sixth of
-    graceful_timeout, between 1 and 10 seconds. Explicit values are kept when they still nest.
+    graceful_timeout, between 1 and 10 seconds. Explicit values are kept; ``problems`` says
+    when they do not nest.
     """
     graceful = int(graceful_timeout)
-    if graceful < 2:
-        raise AnsibleFilterError(
-            f"asgi_app_graceful_timeout must be at least 2 seconds, got {graceful_timeout!r}"
-        )
     margin = min(10, max(1, math.ceil(graceful / 6)))
     uvicorn = graceful - margin if uvicorn_graceful_timeout is None else int(uvicorn_graceful_timeout)
     stop = graceful + 2 * margin if stop_timeout is None else int(stop_timeout)
-    if not 0 < uvicorn < graceful < stop:
-        raise AnsibleFilterError(
-            "asgi_app: the shutdown timeouts must nest as Uvicorn graceful shutdown < gunicorn "
-            f"graceful_timeout < systemd TimeoutStopSec, got {uvicorn} < {graceful} < {stop}. "
-            "Leave asgi_app_uvicorn_graceful_timeout and asgi_app_timeout_stop_sec unset to "
-            "derive them from asgi_app_graceful_timeout."
-        )
-    return {"uvicorn": uvicorn, "gunicorn": graceful, "systemd": stop}
+    problems = []
+    if graceful < 2:
+        problems.append(
+            f"asgi_app_graceful_timeout is {graceful_timeout}: open requests need at least 2 "
+            "seconds to finish on a stop or reload. Use 30 (the default) or more.")
+    elif not 0 < uvicorn < graceful < stop:
+        problems.append(
+            "the shutdown timeouts must nest as Uvicorn's graceful shutdown "
+            "(asgi_app_uvicorn_graceful_timeout) < gunicorn's graceful_timeout "
+            "(asgi_app_graceful_timeout) < systemd's TimeoutStopSec (asgi_app_timeout_stop_sec), "
+            f"so that each layer finishes before the next one kills it; these give {uvicorn} < "
+            f"{graceful} < {stop}. Leave asgi_app_uvicorn_graceful_timeout and "
+            "asgi_app_timeout_stop_sec unset to derive them from asgi_app_graceful_timeout.")
+    return {"uvicorn": uvicorn, "gunicorn": graceful, "systemd": stop, "problems": problems}
 
 
 class FilterModule:

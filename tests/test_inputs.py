@@ -1,0 +1,144 @@
+"""The input checks' messages: each names the variable, the value, why, and what to set."""
+
+import pytest
+
+GOOD = {
+    "asgi_app_name": "shop-api", "asgi_app_module": "shop.main:app", "asgi_app_src": "/src/shop",
+    "asgi_app_package": "", "src_is_directory": True, "asgi_app_environment": {"DB_URL": "x"},
+    "asgi_app_worker_class": "uvicorn_worker.UvicornWorker", "asgi_app_gunicorn_version": "27.0.1",
+    "asgi_app_h11_min_version": "0.16.0", "asgi_app_bind": "127.0.0.1:8000",
+    "runtime_dir": "/run/shop-api",
+}
+
+BAD = {
+    "sync worker": ({"asgi_app_worker_class": "sync"}, "asgi_app_worker_class is 'sync'", "WSGI worker"),
+    "gthread worker": ({"asgi_app_worker_class": "gthread"}, "asgi_app_worker_class", "WSGI worker"),
+    "gevent worker": ({"asgi_app_worker_class": "gevent"}, "asgi_app_worker_class", "WSGI worker"),
+    "eventlet worker": ({"asgi_app_worker_class": "eventlet"}, "asgi_app_worker_class", "WSGI"),
+    "tornado worker": ({"asgi_app_worker_class": "tornado"}, "asgi_app_worker_class", "WSGI"),
+    "sync worker path": ({"asgi_app_worker_class": "gunicorn.workers.sync.SyncWorker"},
+                         "'sync' is a WSGI worker", "uvicorn_worker.UvicornWorker"),
+    "gevent worker path": ({"asgi_app_worker_class": "gunicorn.workers.ggevent.GeventWorker"},
+                           "'gevent' is a WSGI worker", "Remove asgi_app_worker_class"),
+    "not a class path": ({"asgi_app_worker_class": "UvicornWorker"}, "asgi_app_worker_class",
+                         "not a dotted path"),
+    "native asgi on old gunicorn": ({"asgi_app_worker_class": "asgi", "asgi_app_gunicorn_version": "26.0.0"},
+                                    "asgi_app_gunicorn_version '26.0.0'", "27.0.0"),
+    "module without attribute": ({"asgi_app_module": "main"}, "asgi_app_module is 'main'",
+                                 "package.module:attribute"),
+    "module with a dash": ({"asgi_app_module": "my-app:app"}, "asgi_app_module", "main:app"),
+    "two colons": ({"asgi_app_module": "a:b:c"}, "asgi_app_module", "attribute"),
+    "no source": ({"asgi_app_src": ""}, "set exactly one", "asgi_app_package"),
+    "two sources": ({"asgi_app_package": "shop==1.0"}, "set exactly one", "asgi_app_src"),
+    "missing directory": ({"src_is_directory": False}, "asgi_app_src is '/src/shop'", "no such directory"),
+    "bad name": ({"asgi_app_name": "Shop API"}, "asgi_app_name is 'Shop API'", "lower-case"),
+    "bind without port": ({"asgi_app_bind": "localhost"}, "asgi_app_bind is 'localhost'", "host:port"),
+    "port out of range": ({"asgi_app_bind": "0.0.0.0:70000"}, "asgi_app_bind is '0.0.0.0:70000'",
+                          "1 to 65535"),
+    "port zero": ({"asgi_app_bind": "0.0.0.0:0"}, "asgi_app_bind", "1 to 65535"),
+    "socket outside runtime dir": ({"asgi_app_bind": "unix:/tmp/app.sock"}, "asgi_app_bind is 'unix:/tmp/app.sock'",
+                                   "unix:/run/shop-api/gunicorn.sock"),
+    "old gunicorn": ({"asgi_app_gunicorn_version": "22.0.0"}, "asgi_app_gunicorn_version is '22.0.0'",
+                     "request smuggling"),
+    "old h11": ({"asgi_app_h11_min_version": "0.14.0"}, "asgi_app_h11_min_version is '0.14.0'",
+                "CVE-2025-43859"),
+    "not a version": ({"asgi_app_gunicorn_version": "latest"}, "asgi_app_gunicorn_version is 'latest'",
+                      "not a version"),
+    "bad environment name": ({"asgi_app_environment": {"DB-URL": "x"}}, "asgi_app_environment has the key 'DB-URL'",
+                             "underscores"),
+}
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    from conftest import REPO, load_module
+
+    return load_module("asgi_app_inputs", REPO / "plugins" / "filter" / "asgi_app_inputs.py")
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_refused_with_a_message(inputs, case):
+    overrides, names, advice = BAD[case]
+    problems = inputs.check_inputs({**GOOD, **overrides})["problems"]
+    assert len(problems) == 1, problems
+    assert names in problems[0]
+    assert advice in problems[0]
+
+
+def test_all_problems_are_reported_at_once(inputs):
+    problems = inputs.check_inputs({**GOOD, "asgi_app_worker_class": "sync", "asgi_app_bind": "nowhere"})[
+        "problems"]
+    assert [problem.split(" ")[0] for problem in problems] == ["asgi_app_worker_class", "asgi_app_bind"]
+
+
+def test_good_settings_have_no_problems(inputs):
+    assert inputs.check_inputs(GOOD)["problems"] == []
+
+
+@pytest.mark.parametrize("bind, parts", [
+    ("127.0.0.1:8000", ("127.0.0.1", "8000", "", "127.0.0.1")),
+    ("0.0.0.0:80", ("0.0.0.0", "80", "", "127.0.0.1")),
+    ("[::]:8443", ("[::]", "8443", "", "[::1]")),
+    ("app.internal:9000", ("app.internal", "9000", "", "app.internal")),
+    ("unix:/run/shop-api/gunicorn.sock", ("", "", "/run/shop-api/gunicorn.sock", "localhost")),
+])
+def test_good_binds_are_split(inputs, bind, parts):
+    result = inputs.check_inputs({**GOOD, "asgi_app_bind": bind})["bind"]
+    assert (result["host"], result["port"], result["unix_socket"], result["health_host"]) == parts
+
+
+@pytest.mark.parametrize("worker_class, expected", [
+    ("uvicorn_worker.UvicornWorker", {"kind": "uvicorn", "module": "uvicorn_worker", "class": "UvicornWorker"}),
+    ("myapp.workers.TunedWorker", {"kind": "uvicorn", "module": "myapp.workers", "class": "TunedWorker"}),
+    ("asgi", {"kind": "asgi"}),
+])
+def test_good_worker_classes(inputs, worker_class, expected):
+    assert inputs.check_inputs({**GOOD, "asgi_app_worker_class": worker_class})["worker"] == expected
+
+
+def test_deprecated_uvicorn_worker_is_accepted_with_a_warning(inputs):
+    result = inputs.check_inputs({**GOOD, "asgi_app_worker_class": "uvicorn.workers.UvicornWorker"})
+    assert result["worker"]["module"] == "uvicorn.workers"
+    assert "set asgi_app_worker_class: uvicorn_worker.UvicornWorker" in result["warnings"][0]
+
+
+TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
+
+
+@pytest.mark.parametrize("workers, kwargs, message", [
+    (0, {}, "asgi_app_workers is 0: gunicorn needs at least one worker"),
+    (-3, {}, "asgi_app_workers is -3"),
+    (40, {}, "asgi_app_workers is 40, but this host has 2 usable CPU(s)"),
+    (6, {}, "set asgi_app_allow_extra_workers: true to keep 6"),
+    (20, {"worker_memory_mb": 1000, "allow_extra_workers": True}, "they need 20000 MB"),
+])
+def test_explicit_worker_counts_that_cannot_work(sizing, workers, kwargs, message):
+    problems = sizing.worker_plan(TWO_CPUS, "mixed", workers=workers, **kwargs)["problems"]
+    assert len(problems) == 1 and message in problems[0]
+
+
+def test_extra_workers_with_acknowledgement(sizing):
+    plan = sizing.worker_plan(TWO_CPUS, "mixed", workers=8, allow_extra_workers=True)
+    assert (plan["workers"], plan["problems"]) == (8, [])
+
+
+ERROR = {"severity": "error", "file": "main.py", "line": 3, "call": "gevent.monkey.patch_all",
+         "message": "gevent.monkey.patch_all() monkey-patches the standard library"}
+WARNING = {"severity": "warning", "file": "api/routes.py", "line": 14, "call": "time.sleep",
+           "message": "time.sleep() blocks the event loop inside an async def"}
+
+
+def test_source_errors_are_problems_and_warnings_are_warnings(inputs):
+    result = inputs.check_inputs({**GOOD, "source": "/src/shop", "source_findings": [ERROR, WARNING]})
+    assert result["problems"] == [
+        "the application's source, /src/shop/main.py:3: gevent.monkey.patch_all() monkey-patches "
+        "the standard library"]
+    assert result["warnings"][0].startswith("/src/shop/api/routes.py:14: time.sleep() blocks")
+    assert "asgi_app_source_check_strict: true" in result["warnings"][0]
+
+
+def test_strict_source_check_refuses_blocking_calls(inputs):
+    result = inputs.check_inputs({**GOOD, "source": "/src/shop", "source_findings": [WARNING],
+                                  "asgi_app_source_check_strict": True})
+    assert len(result["problems"]) == 1
+    assert "asgi_app_source_check_strict is true" in result["problems"][0]
