@@ -8,7 +8,7 @@
 # --- The application ---------------------------------------------------------
 # What to serve, and where its code is imported from.
 wsgi_app = "example_app.main:app"
-chdir = "/opt/example/app"
+chdir = "/opt/example/current/app"
 # Import the app in each worker, after the fork, so a HUP reload picks up new code.
 preload_app = False
 

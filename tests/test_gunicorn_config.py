@@ -32,7 +32,8 @@ def rendered(tmp_path, render):
     """Render a variant into tmp_path, with the example app where the role would copy it."""
 
     def _rendered(overrides):
-        (tmp_path / "app").symlink_to(REPO / "examples" / "app")
+        (tmp_path / "current").mkdir()
+        (tmp_path / "current" / "app").symlink_to(REPO / "examples" / "app")
         variables = {"asgi_app_name": "example", "asgi_app_module": "example_app.main:app",
                      "asgi_app_src": str(REPO / "examples" / "app"), "asgi_app_root": str(tmp_path),
                      **overrides}

@@ -12,10 +12,10 @@ def test_unit_is_active_and_enabled(host, service):
 
 
 def test_app_comes_from_the_wheel(host):
-    pip = host.check_output("/opt/api/venv/bin/pip show asgi-example-app")
+    pip = host.check_output("/opt/api/current/venv/bin/pip show asgi-example-app")
     assert "Version: 1.0.0" in pip
-    assert host.file("/opt/api/dist/asgi_example_app-1.0.0-py3-none-any.whl").exists
-    assert not host.file("/opt/api/app").exists
+    assert host.file("/opt/api/current/dist/asgi_example_app-1.0.0-py3-none-any.whl").exists
+    assert not host.file("/opt/api/current/app").exists
 
 
 def test_health_answers_through_the_unix_socket(get_on_target):

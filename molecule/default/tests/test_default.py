@@ -15,7 +15,7 @@ def test_master_is_gunicorn_running_as_app_user(host, service, process, app_name
     assert service["user"] == app_name
     assert args.startswith("gunicorn: master"), args
     exec_start = host.check_output(f"systemctl show {service['unit']} -p ExecStart")
-    assert f"path=/opt/{app_name}/venv/bin/gunicorn " in exec_start, exec_start
+    assert f"path=/opt/{app_name}/current/venv/bin/gunicorn " in exec_start, exec_start
 
 
 def test_worker_count_matches_rule_for_target_cpus(usable_cores, worker_pids):
@@ -42,7 +42,7 @@ def test_running_workers_are_uvicorn_workers(host, service, journal, process, wo
 
 
 def test_config_passes_gunicorn_check_config(host, app_name):
-    result = host.run(f"/opt/{app_name}/venv/bin/gunicorn --check-config "
+    result = host.run(f"/opt/{app_name}/current/venv/bin/gunicorn --check-config "
                       f"--config /etc/{app_name}/gunicorn_config.py")
     assert result.rc == 0, result.stderr
 
