@@ -104,8 +104,8 @@ def _explicit_worker_problems(count, cores, cpu_text, worker_memory_mb, memory_b
         return [f"asgi_app_workers is {count}: at about {worker_memory_mb} MB each "
                 f"(asgi_app_worker_memory_mb) they need {count * worker_memory_mb} MB, more than "
                 f"the {memory_budget_mb} MB this host can give them, so the kernel would start "
-                f"killing workers. Set at most {max(1, memory_budget_mb // worker_memory_mb)} "
-                "workers, or leave asgi_app_workers unset."]
+                "killing workers. Set asgi_app_workers to at most "
+                f"{max(1, memory_budget_mb // worker_memory_mb)}, or leave it unset."]
     if count > ceiling and not allow_extra_workers:
         return [f"asgi_app_workers is {count}, but this host has {cpu_text}. Async Uvicorn "
                 f"workers each serve many connections at once; beyond 2 x {cores} + 1 = "
