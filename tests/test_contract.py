@@ -1,12 +1,10 @@
 """The repository agrees with itself: role defaults vs argument specs, demo host vs Molecule host."""
 
 import re
-from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-ROLE = REPO / "roles" / "asgi_app"
+from conftest import REPO, ROLE, load_module
 
 
 def test_defaults_and_argument_specs_agree():
@@ -46,23 +44,14 @@ def test_demo_host_uses_the_molecule_host_options():
 
 
 def test_readme_variables_table_matches_the_specs():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_variables",
-                                                  REPO / "tools" / "readme_variables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module("readme_variables", REPO / "tools" / "readme_variables.py")
     readme = (REPO / "README.md").read_text()
     assert module.readme_with_table(readme) == readme, (
         "README.md's variables table is out of date: run python tools/readme_variables.py --write")
 
 
 def test_reference_templates_match_the_role():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("render_role", REPO / "tools" / "render_role.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module("render_role", REPO / "tools" / "render_role.py")
     for name, content in module.reference_files().items():
         committed = REPO / "templates" / name
         assert committed.is_file() and committed.read_text() == content, (
