@@ -6,13 +6,15 @@
 # ASGI inside each worker. Checked with `gunicorn --check-config` before it went live.
 
 # --- The application ---------------------------------------------------------
-# What to serve, and where its code is imported from.
+# What to serve. Its code is imported from the service's working directory,
+# /opt/example/current/app, which systemd resolves to the live release when the service starts.
 wsgi_app = "example_app.main:app"
-chdir = "/opt/example/current/app"
 # Import the app in each worker, after the fork, so a HUP reload picks up new code.
 preload_app = False
 
 # --- Where it listens --------------------------------------------------------
+# systemd's example.socket listens here and hands the socket over (LISTEN_FDS), so it
+# stays open while the service restarts; gunicorn binds it itself only when run by hand.
 bind = ["127.0.0.1:8000"]
 # Only these peers may set X-Forwarded-For/-Proto (the proxy in front, if any).
 forwarded_allow_ips = "127.0.0.1"
@@ -22,8 +24,36 @@ forwarded_allow_ips = "127.0.0.1"
 # mixed rule 2 x cores + 1 = 9.
 workers = 9
 # Uvicorn's worker, subclassed so that Uvicorn receives the settings gunicorn does not pass on:
-# its graceful-shutdown deadline (25 s, below graceful_timeout).
+# its graceful-shutdown deadline (25 s, below graceful_timeout), and so that the app
+# learns when its worker begins to stop (restart, reload, max_requests): the ASGI state holds
+# an asyncio.Event, `asgi_app_shutdown`, set at that moment, for streams to end themselves.
+import asyncio  # noqa: E402
+import sys  # noqa: E402
+
+from gunicorn.arbiter import Arbiter  # noqa: E402
+from uvicorn import Server  # noqa: E402
 from uvicorn_worker import UvicornWorker as _UvicornWorkerBase  # noqa: E402
+
+
+class _Server(Server):
+    async def startup(self, sockets=None):
+        self.lifespan.state["asgi_app_shutdown"] = self.shutting_down = asyncio.Event()
+        await super().startup(sockets=sockets)
+
+    async def shutdown(self, sockets=None):
+        self.shutting_down.set()
+        # Stop accepting, then give connections this worker accepted but has not read a request
+        # from yet (no request cycle) up to half a second to deliver it: Uvicorn's shutdown
+        # would close them unanswered.
+        for server in self.servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.5
+        while loop.time() < deadline and any(
+            getattr(connection, "cycle", False) is None for connection in self.server_state.connections
+        ):
+            await asyncio.sleep(0.01)
+        await super().shutdown(sockets=sockets)
 
 
 class UvicornWorker(_UvicornWorkerBase):
@@ -32,10 +62,19 @@ class UvicornWorker(_UvicornWorkerBase):
         "timeout_graceful_shutdown": 25,
     }
 
+    async def _serve(self):
+        # The base class's _serve, with the server above.
+        self.config.app = self.wsgi
+        server = _Server(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
 
 worker_class = UvicornWorker
 # Heartbeat files on tmpfs (the unit's RuntimeDirectory), never on a disk that can stall.
-worker_tmp_dir = "/run/example"
+worker_tmp_dir = "/run/example/gunicorn"
 
 # --- Timeouts (they nest: Uvicorn 25 s < gunicorn 30 s < systemd TimeoutStopSec 40 s)
 # A worker silent this long is killed and replaced; long-lived WebSocket/SSE connections
@@ -60,5 +99,5 @@ proc_name = "example"
 
 # --- Control socket (gunicornc): in the runtime directory, the only place the
 # hardened service may create it; readable by the app's user only.
-control_socket = "/run/example/gunicorn.ctl"
+control_socket = "/run/example/gunicorn/gunicorn.ctl"
 control_socket_mode = 0o600

@@ -47,9 +47,10 @@ def rendered(tmp_path, render):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gunicorn_check_config_accepts_it(rendered, variant):
     config = rendered(VARIANTS[variant])
-    # No __pycache__ in examples/app: the scenarios copy that directory onto their hosts.
+    # In the service's working directory, as systemd starts it. No __pycache__ in examples/app:
+    # the scenarios copy that directory onto their hosts.
     result = subprocess.run([str(GUNICORN), "--check-config", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60,
+                            cwd=config.parent / "current" / "app", capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -63,8 +64,8 @@ def test_baseline_values(rendered):
     assert (settings["max_requests"], settings["max_requests_jitter"]) == (10000, 1000)
     assert (settings["accesslog"], settings["errorlog"], settings["loglevel"]) == ("-", "-", "info")
     assert settings["preload_app"] is False
-    assert settings["worker_tmp_dir"] == "/run/example"
-    assert settings["control_socket"] == "/run/example/gunicorn.ctl"
+    assert settings["worker_tmp_dir"] == "/run/example/gunicorn"
+    assert settings["control_socket"] == "/run/example/gunicorn/gunicorn.ctl"
 
 
 def test_uvicorn_gets_a_graceful_shutdown_below_gunicorns(rendered):

@@ -7,7 +7,7 @@ GOOD = {
     "asgi_app_package": "", "src_is_directory": True, "asgi_app_environment": {"DB_URL": "x"},
     "asgi_app_worker_class": "uvicorn_worker.UvicornWorker", "asgi_app_gunicorn_version": "27.0.1",
     "asgi_app_h11_min_version": "0.16.0", "asgi_app_bind": "127.0.0.1:8000",
-    "runtime_dir": "/run/shop-api",
+    "socket_dir": "/run/shop-api",
 }
 
 BAD = {

@@ -19,7 +19,8 @@ REFERENCE_HOST = {"online_cpus": 4, "affinity_cpus": 4, "cpu_quota": None, "memo
 REFERENCE_VARS = {"asgi_app_name": "example", "asgi_app_module": "example_app.main:app",
                   "asgi_app_src": "examples/app"}
 REFERENCE_FILES = {"gunicorn_config.py.j2": "gunicorn_config.py",
-                   "asgi_app.service.j2": "example.service"}
+                   "asgi_app.service.j2": "example.service",
+                   "asgi_app.socket.j2": "example.socket"}
 
 
 def _filters(name):
@@ -54,7 +55,7 @@ def render(template, resources, ansible_managed="Ansible managed", **overrides):
     name = variables["asgi_app_name"]
     checked = {key: value for key, value in variables.items() if key.startswith("asgi_app_")}
     variables["__asgi_app_inputs"] = inputs.check_inputs(
-        {**checked, "src_is_directory": True, "runtime_dir": f"/run/{name}"})
+        {**checked, "src_is_directory": True, "socket_dir": f"/run/{name}"})
     variables["__asgi_app_plan"] = sizing.worker_plan(
         resources, workload=variables["asgi_app_workload"], workers=variables["asgi_app_workers"],
         worker_memory_mb=variables["asgi_app_worker_memory_mb"],

@@ -78,15 +78,15 @@ def check_worker_class(worker_class, gunicorn_version, problems, warnings):
     return {"kind": "uvicorn", "module": module, "class": cls}
 
 
-def check_bind(bind, runtime_dir, problems):
+def check_bind(bind, socket_dir, problems):
     text = str(bind)
     if text.startswith("unix:"):
         path = text[len("unix:"):]
-        if not re.match(rf"^{re.escape(runtime_dir)}/[^/]+$", path):
+        if not re.match(rf"^{re.escape(socket_dir)}/[^/]+\.sock$", path):
             problems.append(
-                f"asgi_app_bind is '{text}': a unix socket must sit in the service's runtime "
-                f"directory {runtime_dir}/, the only place the hardened service may create it "
-                f"and that is cleaned on stop. Use 'unix:{runtime_dir}/gunicorn.sock'.")
+                f"asgi_app_bind is '{text}': a unix socket must be a .sock file in {socket_dir}/, "
+                f"where the app's systemd socket unit creates it and a proxy on the host finds it. "
+                f"Use 'unix:{socket_dir}/gunicorn.sock'.")
             return None
         return {"host": "", "port": "", "unix_socket": path, "health_host": "localhost"}
     host, sep, port = text.rpartition(":")
@@ -96,7 +96,7 @@ def check_bind(bind, runtime_dir, problems):
         problems.append(
             f"asgi_app_bind is '{text}': {why}. Use host:port such as '127.0.0.1:8000' "
             f"(behind a proxy on the same host), '0.0.0.0:8000' (all interfaces), or "
-            f"'unix:{runtime_dir}/gunicorn.sock'.")
+            f"'unix:{socket_dir}/gunicorn.sock'.")
         return None
     health_host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
     return {"host": host, "port": port, "unix_socket": "", "health_host": health_host}
@@ -155,7 +155,7 @@ def check_inputs(settings):
                 "letters, digits and underscores, not starting with a digit.")
     worker = check_worker_class(settings.get("asgi_app_worker_class"),
                                 settings.get("asgi_app_gunicorn_version"), problems, warnings)
-    bind = check_bind(settings.get("asgi_app_bind"), settings["runtime_dir"], problems)
+    bind = check_bind(settings.get("asgi_app_bind"), settings["socket_dir"], problems)
     check_source_findings(settings.get("source_findings") or [], settings.get("source") or "",
                           bool(settings.get("asgi_app_source_check_strict")), problems, warnings)
     for warning in warnings:

@@ -8,10 +8,12 @@ import asyncio
 import os
 import time
 
-from fastapi import FastAPI, Query, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
-VERSION = os.environ.get("APP_VERSION", "1")
+from example_app import __version__
+
+VERSION = os.environ.get("APP_VERSION") or __version__
 
 app = FastAPI(title="asgi-app example", version=VERSION)
 
@@ -32,14 +34,28 @@ async def io_bound(delay: float = Query(0.2, ge=0, le=30)) -> dict:
 
 @app.get("/sse")
 async def server_sent_events(
-    count: int = Query(10, ge=1, le=10_000), interval: float = Query(0.1, ge=0, le=60)
+    request: Request,
+    count: int = Query(10, ge=1, le=10_000),
+    interval: float = Query(0.1, ge=0, le=60),
 ) -> StreamingResponse:
-    """One event every `interval` seconds; each must reach the client on its own."""
+    """One event every `interval` seconds; each must reach the client on its own.
+
+    When the worker begins to stop (restart, reload, recycling) the stream ends at once with a
+    last `shutdown` event, cleanly, so the client reconnects to a live worker instead of
+    waiting for the server's graceful-shutdown deadline. The asgi_app role's worker puts
+    the asyncio.Event it sets then in the ASGI state as `asgi_app_shutdown`.
+    """
+    shutdown: asyncio.Event = getattr(request.state, "asgi_app_shutdown", None) or asyncio.Event()
 
     async def events():
         for number in range(count):
             yield f"id: {number}\nevent: tick\ndata: {time.time():.6f}\n\n"
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(shutdown.wait(), interval)
+            except asyncio.TimeoutError:
+                continue
+            yield "event: shutdown\ndata: the server is restarting\nretry: 500\n\n"
+            return
 
     return StreamingResponse(
         events(),

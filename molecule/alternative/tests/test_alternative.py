@@ -24,10 +24,13 @@ def test_health_answers_through_the_unix_socket(get_on_target):
     assert json.loads(body)["status"] == "ok"
 
 
-def test_unix_socket_is_in_the_runtime_directory(host):
+def test_unix_socket_belongs_to_systemd_and_the_apps_group(host):
     socket = host.file(SOCKET)
     assert socket.is_socket
-    runtime = host.file("/run/api")
+    assert (socket.user, socket.group, socket.mode) == ("root", "api", 0o660)
+    assert "Listen=/run/api/gunicorn.sock (Stream)" in host.check_output("systemctl show api.socket -p Listen")
+    # The service's own runtime directory sits beside it and goes away when the service stops.
+    runtime = host.file("/run/api/gunicorn")
     assert (runtime.user, runtime.group, runtime.mode) == ("api", "api", 0o750)
 
 

@@ -9,6 +9,18 @@ def test_unit_is_active_and_enabled(host, service):
     assert unit.is_enabled
 
 
+def test_listening_socket_is_held_by_systemd(host, service, journal):
+    name = service["unit"].removesuffix(".service")
+    socket = host.service(f"{name}.socket")
+    assert socket.is_running
+    assert socket.is_enabled
+    assert "Listen=0.0.0.0:8000 (Stream)" in host.check_output(f"systemctl show {name}.socket -p Listen")
+    # gunicorn took the socket systemd passed (LISTEN_FDS): binding the address itself, which
+    # systemd holds, would have failed with "Connection in use".
+    assert f"Triggers={service['unit']}" in host.check_output(f"systemctl show {name}.socket -p Triggers")
+    assert "Connection in use" not in journal()
+
+
 def test_master_is_gunicorn_running_as_app_user(host, service, process, app_name):
     user, args = process(service["main_pid"])
     assert user == app_name
@@ -42,8 +54,9 @@ def test_running_workers_are_uvicorn_workers(host, service, journal, process, wo
 
 
 def test_config_passes_gunicorn_check_config(host, app_name):
+    # As the service runs it: the live release's gunicorn, in its working directory.
     result = host.run(f"/opt/{app_name}/current/venv/bin/gunicorn --check-config "
-                      f"--config /etc/{app_name}/gunicorn_config.py")
+                      f"--config /etc/{app_name}/gunicorn_config.py --chdir /opt/{app_name}/current/app")
     assert result.rc == 0, result.stderr
 
 

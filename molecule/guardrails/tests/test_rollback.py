@@ -14,11 +14,11 @@ REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "app"
 
 
-def app_copy(tmp_path, edit):
+def app_copy(tmp_path, edit, module="main.py"):
     source = tmp_path / "app"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
-    main = source / "example_app" / "main.py"
-    main.write_text(edit(main.read_text()))
+    edited = source / "example_app" / module
+    edited.write_text(edit(edited.read_text()))
     return source
 
 
@@ -43,13 +43,13 @@ def test_unhealthy_release_is_rolled_back(host, tmp_path, app_url):
 
 def test_rollback_playbook_returns_to_the_previous_release(host, tmp_path, app_url):
     first = current(host)
-    newer = app_copy(tmp_path, lambda text: text.replace('VERSION = os.environ.get("APP_VERSION", "1")',
-                                                         'VERSION = os.environ.get("APP_VERSION", "2")'))
+    newer = app_copy(tmp_path, lambda text: text.replace('__version__ = "1.0.0"', '__version__ = "2.0.0"'),
+                     module="__init__.py")
     rc, output = deploy({"asgi_app_src": str(newer)})
     assert rc == 0, output[-2000:]
     second = current(host)
     assert second != first
-    assert probes.http_get(app_url + "/health").body["version"] == "2"
+    assert probes.http_get(app_url + "/health").body["version"] == "2.0.0"
 
     # Molecule's inventory reaches the container as root, with no sudo to become through.
     extra = {"asgi_app_name": NAME, "asgi_app_module": "example_app.main:app",
@@ -62,4 +62,4 @@ def test_rollback_playbook_returns_to_the_previous_release(host, tmp_path, app_u
     print(f"\nrollback.yml: current went from {Path(second).name} back to {Path(current(host)).name}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert current(host) == first
-    assert probes.http_get(app_url + "/health").body["version"] == "1"
+    assert probes.http_get(app_url + "/health").body["version"] == "1.0.0"

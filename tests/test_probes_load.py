@@ -1,0 +1,260 @@
+"""The load probe (probes.run_load) against a real gunicorn on 127.0.0.1, with the role's own
+gunicorn_config.py (its Uvicorn worker subclass) serving the example app.
+
+No container and no systemd: what the probe counts, and that a graceful reload (SIGHUP) drops
+no request, closes WebSockets with 1012 and lets SSE streams end cleanly.
+"""
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REPO
+from probes import format_table, run_load
+
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {seconds} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def gunicorn(tmp_path, render):
+    """A gunicorn master serving the example app with two workers: (base_url, process)."""
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    config = tmp_path / "gunicorn_config.py"
+    config.write_text(render("gunicorn_config.py.j2", TWO_CPUS, asgi_app_name="example",
+                             asgi_app_module="example_app.main:app", asgi_app_src="examples/app"))
+    # The role's config, with what belongs to the host overridden on the command line; started
+    # in the app's directory as systemd would. --no-control-socket: gunicorn >= 24 otherwise
+    # creates ~/.gunicorn/gunicorn.ctl.
+    command = [str(GUNICORN), "--config", str(config), "-w", "2", "-b", f"127.0.0.1:{port}",
+               "--worker-tmp-dir", str(tmp_path), "--no-control-socket"]
+    with open(log, "w") as output:
+        # No __pycache__ in examples/app: the scenarios copy that directory onto their hosts.
+        process = subprocess.Popen(command, cwd=REPO / "examples" / "app", stdout=output,
+                                   stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                                   start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            return httpx.get(base_url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(answers, 20, "/health")
+        yield base_url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the session it was started in: any worker left
+        except ProcessLookupError:
+            pass
+        process.wait(5)
+
+
+def load_in_thread(base_url: str, tmp_path: Path, **options):
+    """run_load in a thread: (thread, results list, stop file, ready file)."""
+    stop, ready = tmp_path / "stop", tmp_path / "ready"
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(
+        run_load(base_url, stop_file=str(stop), ready_file=str(ready), **options)), daemon=True)
+    thread.start()
+    return thread, results, stop, ready
+
+
+def test_load_without_an_event(gunicorn, tmp_path):
+    """Through the command line, as an orchestrator runs it: one JSON object on stdout."""
+    base_url, _ = gunicorn
+    stop, ready = tmp_path / "stop", tmp_path / "ready"
+    command = [sys.executable, "tests/probes.py", "load", base_url, "--stop-file", str(stop),
+               "--ready-file", str(ready), "--min-requests", "200", "--concurrency", "20",
+               "--websockets", "2", "--sse", "1"]
+    load = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: ready.exists() or load.poll() is not None, 15, "the ready file")
+        stop.touch()
+        stdout, stderr = load.communicate(timeout=20)
+    finally:
+        if load.poll() is None:
+            load.kill()
+    assert load.returncode == 0, stderr
+    report = json.loads(stdout)
+
+    assert report["requests"] >= 200
+    assert report["failed"] == 0, report["errors"]
+    assert report["errors"] == {}
+    assert report["versions"] == {"1.0.0": report["requests"]}
+    assert report["last_version"] == "1.0.0"
+    assert report["pids"] == 2
+    assert 0 < report["latency_p50"] <= report["latency_p99"] <= report["latency_max"]
+    assert report["ws_clients"] == 2 and report["ws_connections"] >= 2
+    assert report["ws_closes"] == {} and report["ws_resets"] == 0
+    assert report["ws_errors"] == 0 and report["ws_connect_failures"] == 0
+    assert report["sse_clients"] == 1 and report["sse_streams"] == 1 and report["sse_events"] > 0
+    assert report["sse_ends"] == {"clean": 0, "broken": 0}
+    assert json.loads(ready.read_text())["ready_after"] == report["ready_after"]
+
+
+def test_load_during_a_graceful_reload(gunicorn, tmp_path):
+    """SIGHUP: gunicorn starts two new workers and sends the old ones SIGTERM."""
+    base_url, master = gunicorn
+    old_workers = children(master.pid)
+    assert len(old_workers) == 2
+    thread, results, stop, ready = load_in_thread(base_url, tmp_path, min_requests=200, concurrency=20,
+                                                  websockets=2, sse=1)
+    try:
+        wait_for(ready.exists, 15, "the ready file")
+        master.send_signal(signal.SIGHUP)
+
+        def new_worker_answers() -> bool:
+            try:
+                return httpx.get(base_url + "/health", timeout=5).json()["pid"] not in old_workers
+            except (httpx.HTTPError, ValueError, KeyError):
+                return False
+
+        wait_for(new_worker_answers, 15, "a new worker")
+        time.sleep(1.0)  # the WebSocket clients notice the close at their next message and reconnect
+    finally:
+        stop.touch()
+        thread.join(30)
+    assert not thread.is_alive(), "run_load did not stop"
+    report = results[0].to_dict()
+
+    # Uvicorn closes each WebSocket with 1012 (service restart) as the old worker stops; the
+    # clients reconnect to the new workers.
+    assert report["ws_closes"] == {"1012": 2}, report
+    assert report["ws_resets"] == 0
+    assert report["ws_connections"] >= 4
+    assert report["ws_errors"] == 0
+    # Both generations of workers answered, all with the one version deployed.
+    assert report["pids"] >= 3
+    assert report["versions"] == {"1.0.0": report["requests"] - report["failed"]}
+    assert report["last_version"] == "1.0.0"
+    assert report["requests"] >= 200
+    # The worker stops accepting before it closes idle connections, so none is dropped.
+    assert report["failed"] == 0, report["errors"]
+    # The app's SSE stream saw the worker's shutdown event, sent its last event and ended.
+    assert report["sse_ends"]["broken"] == 0
+    assert report["sse_ends"]["clean"] >= 1
+    assert report["sse_shutdown_events"] == report["sse_ends"]["clean"]
+    assert report["sse_streams"] > report["sse_ends"]["clean"]
+
+
+RECORDS = [
+    {"event": "reload (SIGHUP)", "requests": 2412, "failed": 0, "ws_closes": {"1012": 4}, "ws_resets": 0,
+     "sse_ends": {"clean": 2, "broken": 0}, "stop_seconds": 0.31, "sigkill": 0, "latency_max": 0.5,
+     "first_version": "1.0.0", "last_version": "1.0.1"},
+    {"event": "restart", "requests": 2007, "failed": 13, "ws_closes": {"1012": 3}, "ws_resets": 1,
+     "sse_ends": {"clean": 1, "broken": 1}, "stop_seconds": None, "sigkill": 2, "latency_max": 12.25,
+     "first_version": "1.0.0", "last_version": "1.0.0"},
+]
+
+
+def test_format_table():
+    lines = format_table(RECORDS).splitlines()
+    assert len(lines) == 4
+    assert [cell.strip() for cell in lines[0].strip("|").split("|")] == [
+        "event", "requests", "failed", "slowest (s)", "WS closes", "SSE ends", "stop (s)", "version"]
+    assert set(lines[1]) <= set("|-:")
+    assert len({len(line) for line in lines}) == 1  # aligned
+    first = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert first == ["reload (SIGHUP)", "2412", "0", "0.50", "1012 x4", "clean x2", "0.31", "1.0.0 -> 1.0.1"]
+    second = [cell.strip() for cell in lines[3].strip("|").split("|")]
+    assert second == ["restart", "2007", "13", "12.25", "1012 x3, reset x1", "clean x1, broken x1",
+                      "-, SIGKILL x2", "1.0.0"]
+    idle = format_table([{"event": "idle", "requests": 5, "failed": 0}]).splitlines()[2]
+    assert [cell.strip() for cell in idle.strip("|").split("|")] == ["idle", "5", "0", "0.00", "-", "-", "-", "-"]
+
+
+def test_table_command(tmp_path):
+    (tmp_path / "one.json").write_text(json.dumps(RECORDS[0]))
+    (tmp_path / "two.json").write_text(json.dumps(RECORDS))
+    output = subprocess.run([sys.executable, "tests/probes.py", "table", str(tmp_path / "one.json"),
+                             str(tmp_path / "two.json")], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout
+    assert output == format_table([RECORDS[0], *RECORDS]) + "\n"
+
+
+def test_every_request_opens_a_new_connection(tmp_path):
+    """A keep-alive server: the probe must not reuse a connection it could."""
+    connections = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive unless the client closes
+
+        def setup(self):
+            super().setup()
+            connections.append(self.client_address)
+
+        def do_GET(self):
+            body = json.dumps({"status": "ok", "version": "0.1", "pid": 1}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "stop").touch()
+        report = run_load(f"http://127.0.0.1:{server.server_address[1]}", stop_file=str(tmp_path / "stop"),
+                          min_requests=50, concurrency=4, websockets=0, sse=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert report.failed == 0
+    assert report.versions == {"0.1": report.requests}
+    assert len(connections) == report.requests
