@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -156,95 +157,6 @@ async def _concurrent_get(url: str, requests: int, concurrency: int, timeout: fl
 
 
 @dataclass
-class WatchResult:
-    http_ok: int = 0
-    http_failed: int = 0
-    http_errors: dict[str, int] = field(default_factory=dict)
-    ws_sent: int = 0
-    ws_echoed: int = 0
-    ws_error: str | None = None
-    sse_events: int = 0
-    sse_error: str | None = None
-
-    @property
-    def failures(self) -> int:
-        return self.http_failed + (self.ws_sent - self.ws_echoed) + bool(self.ws_error) + bool(self.sse_error)
-
-
-class Watch:
-    """Keep an HTTP poller, a WebSocket echo client and an SSE reader busy while a block runs.
-
-    with Watch("http://127.0.0.1:8000") as watch:
-        ...  # deploy, reload, break something
-    watch.result  # what the clients saw, failures counted
-    """
-
-    def __init__(self, base_url: str, interval: float = 0.05):
-        self.base_url = base_url.rstrip("/")
-        self.interval = interval
-        self.result = WatchResult()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=target, daemon=True)
-                         for target in (self._http, self._websocket, self._sse)]
-
-    def __enter__(self) -> "Watch":
-        for thread in self._threads:
-            thread.start()
-        time.sleep(0.5)  # every client connected before the block starts
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def _http(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                try:
-                    status = client.get(self.base_url + "/health").status_code
-                    error = None if status == 200 else f"HTTP {status}"
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
-                if error:
-                    self.result.http_failed += 1
-                    self.result.http_errors[error] = self.result.http_errors.get(error, 0) + 1
-                else:
-                    self.result.http_ok += 1
-                self._stop.wait(self.interval)
-
-    def _websocket(self) -> None:
-        from websockets.sync.client import connect
-
-        url = self.base_url.replace("http", "ws", 1) + "/ws"
-        try:
-            with connect(url, open_timeout=10) as ws:
-                while not self._stop.is_set():
-                    self.result.ws_sent += 1
-                    ws.send(f"ping {self.result.ws_sent}")
-                    if ws.recv(timeout=10) == f"echo: ping {self.result.ws_sent}":
-                        self.result.ws_echoed += 1
-                    self._stop.wait(0.2)
-        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-            self.result.ws_error = f"{type(exc).__name__}: {exc}"
-
-    def _sse(self) -> None:
-        try:
-            with httpx.stream("GET", self.base_url + "/sse?count=10000&interval=0.2", timeout=10) as resp:
-                if resp.status_code != 200:
-                    self.result.sse_error = f"HTTP {resp.status_code}"
-                    return
-                for line in resp.iter_lines():
-                    if line.startswith("data:"):
-                        self.result.sse_events += 1
-                    if self._stop.is_set():
-                        return
-            self.result.sse_error = "the stream ended before the watch did"
-        except httpx.HTTPError as exc:
-            self.result.sse_error = f"{type(exc).__name__}: {exc}"
-
-
-@dataclass
 class LoadReport:
     """What clients saw while something happened to the server (a deploy, a reload, a restart).
 
@@ -272,6 +184,7 @@ class LoadReport:
     ws_connections: int = 0
     ws_closes: dict[str, int] = field(default_factory=dict)
     ws_resets: int = 0
+    ws_echoes: int = 0
     ws_errors: int = 0
     ws_connect_failures: int = 0
     sse_clients: int = 0
@@ -283,6 +196,39 @@ class LoadReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Watch:
+    """run_load in a background thread while a block runs, stopped when the block ends.
+
+    with Watch("http://127.0.0.1:8000") as watch:
+        ...  # deploy, reload, break something
+    watch.result  # the LoadReport: what the clients saw
+    """
+
+    def __init__(self, base_url: str, **options):
+        self.base_url = base_url
+        self.options = {"min_requests": 0, "concurrency": 1, "websockets": 1, "sse": 1, **options}
+        self.result: LoadReport | None = None
+        self._files = tempfile.TemporaryDirectory()
+        self._stop = os.path.join(self._files.name, "stop")
+        self._ready = os.path.join(self._files.name, "ready")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.result = run_load(self.base_url, stop_file=self._stop, ready_file=self._ready, **self.options)
+
+    def __enter__(self) -> "Watch":
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self._ready) and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        open(self._stop, "w").close()
+        self._thread.join(timeout=60)
+        self._files.cleanup()
 
 
 def _count(counts: dict[str, int], key: str) -> None:
@@ -386,6 +332,7 @@ async def _run_load(base_url: str, stop_file: str, ready_file: str | None, min_r
                         if reply != f"echo: {message}":
                             result.ws_errors += 1
                             break
+                        result.ws_echoes += 1
                         await asyncio.sleep(0.2)
             except websockets.ConnectionClosed as exc:
                 if stopping.is_set():

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from conftest import REPO
-from probes import format_table, run_load
+from probes import Watch, format_table, run_load
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
@@ -100,16 +100,6 @@ def gunicorn(tmp_path, render):
         process.wait(5)
 
 
-def load_in_thread(base_url: str, tmp_path: Path, **options):
-    """run_load in a thread: (thread, results list, stop file, ready file)."""
-    stop, ready = tmp_path / "stop", tmp_path / "ready"
-    results: list = []
-    thread = threading.Thread(target=lambda: results.append(
-        run_load(base_url, stop_file=str(stop), ready_file=str(ready), **options)), daemon=True)
-    thread.start()
-    return thread, results, stop, ready
-
-
 def test_load_without_an_event(gunicorn, tmp_path):
     """Through the command line, as an orchestrator runs it: one JSON object on stdout."""
     base_url, _ = gunicorn
@@ -143,15 +133,12 @@ def test_load_without_an_event(gunicorn, tmp_path):
     assert json.loads(ready.read_text())["ready_after"] == report["ready_after"]
 
 
-def test_load_during_a_graceful_reload(gunicorn, tmp_path):
+def test_load_during_a_graceful_reload(gunicorn):
     """SIGHUP: gunicorn starts two new workers and sends the old ones SIGTERM."""
     base_url, master = gunicorn
     old_workers = children(master.pid)
     assert len(old_workers) == 2
-    thread, results, stop, ready = load_in_thread(base_url, tmp_path, min_requests=200, concurrency=20,
-                                                  websockets=2, sse=1)
-    try:
-        wait_for(ready.exists, 15, "the ready file")
+    with Watch(base_url, min_requests=200, concurrency=20, websockets=2, sse=1) as watch:
         master.send_signal(signal.SIGHUP)
 
         def new_worker_answers() -> bool:
@@ -162,11 +149,8 @@ def test_load_during_a_graceful_reload(gunicorn, tmp_path):
 
         wait_for(new_worker_answers, 15, "a new worker")
         time.sleep(1.0)  # the WebSocket clients notice the close at their next message and reconnect
-    finally:
-        stop.touch()
-        thread.join(30)
-    assert not thread.is_alive(), "run_load did not stop"
-    report = results[0].to_dict()
+    assert watch.result is not None, "run_load did not stop"
+    report = watch.result.to_dict()
 
     # Uvicorn closes each WebSocket with 1012 (service restart) as the old worker stops; the
     # clients reconnect to the new workers.

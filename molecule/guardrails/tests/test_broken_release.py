@@ -45,8 +45,8 @@ def test_broken_release_fails_and_the_running_one_keeps_serving(host, tmp_path, 
         rc, output = deploy({"asgi_app_src": str(broken_copy(tmp_path, kind))})
     result = watch.result
     print(f"\n{kind}: play rc={rc}; during the deploy the running version answered "
-          f"{result.http_ok} HTTP requests ({result.http_failed} failed), echoed "
-          f"{result.ws_echoed}/{result.ws_sent} WebSocket messages, sent {result.sse_events} SSE events")
+          f"{result.requests} HTTP requests ({result.failed} failed), echoed "
+          f"{result.ws_echoes} WebSocket messages ({result.ws_errors} wrong), sent {result.sse_events} SSE events")
     assert rc != 0
     for text in BROKEN[kind][1]:
         assert text in output, output[-3000:]
@@ -55,8 +55,11 @@ def test_broken_release_fails_and_the_running_one_keeps_serving(host, tmp_path, 
     # The running version was not touched, and answered throughout.
     assert host.file(f"/opt/{NAME}/current").linked_to == current
     assert host.check_output(f"systemctl show {NAME} -p MainPID --value") == main_pid
-    assert result.failures == 0, result
-    assert result.http_ok > 20 and result.ws_echoed > 5 and result.sse_events > 5
+    # ... without closing a WebSocket or ending an SSE stream.
+    assert result.failed == 0 and result.ws_errors == 0, result
+    assert result.ws_closes == {} and result.ws_resets == 0, result
+    assert result.sse_ends == {"clean": 0, "broken": 0}, result
+    assert result.requests > 20 and result.ws_echoes > 5 and result.sse_events > 5
     assert probes.http_get(app_url + "/health").status == 200
     # Only the running release is left (plus none half-built).
     releases = host.check_output(f"ls /opt/{NAME}/releases").split()
