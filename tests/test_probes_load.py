@@ -123,7 +123,7 @@ def test_load_without_an_event(gunicorn, tmp_path):
     assert report["errors"] == {}
     assert report["versions"] == {"1.0.0": report["requests"]}
     assert report["last_version"] == "1.0.0"
-    assert report["pids"] == 2
+    assert 1 <= report["pids"] <= 2  # the kernel need not spread 20 connections over both workers
     assert 0 < report["latency_p50"] <= report["latency_p99"] <= report["latency_max"]
     assert report["ws_clients"] == 2 and report["ws_connections"] >= 2
     assert report["ws_closes"] == {} and report["ws_resets"] == 0
