@@ -10,7 +10,7 @@ export MOLECULE_GLOB := molecule/*/molecule.yml
 export COLUMNS ?= 160
 COLLECTION_LINK := .ansible/collections/ansible_collections/asgi/gunicorn
 
-.PHONY: demo test lint unit molecule engine image clean-demo setup
+.PHONY: demo test lint unit molecule engine image clean-demo setup chromium
 
 ## demo: deploy the example app onto a throwaway systemd container and probe it
 demo: setup engine image
@@ -32,6 +32,10 @@ $(COLLECTION_LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../../.. $@
 
+# Headless Chromium for tests/test_browser.py; installed from Debian when missing.
+chromium:
+	@tools/chromium.sh
+
 engine:
 	tools/docker-engine.sh
 
@@ -42,7 +46,7 @@ lint: setup
 	yamllint --strict .
 	ansible-lint
 
-unit: setup
+unit: setup chromium
 	pytest tests
 
 molecule: setup engine image

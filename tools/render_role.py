@@ -20,7 +20,8 @@ REFERENCE_VARS = {"asgi_app_name": "example", "asgi_app_module": "example_app.ma
                   "asgi_app_src": "examples/app"}
 REFERENCE_FILES = {"gunicorn_config.py.j2": "gunicorn_config.py",
                    "asgi_app.service.j2": "example.service",
-                   "asgi_app.socket.j2": "example.socket"}
+                   "asgi_app.socket.j2": "example.socket",
+                   "asgi_app.nginx.conf.j2": "example.nginx.conf"}
 
 
 def _filters(name):

@@ -1,15 +1,17 @@
 """Example ASGI application deployed by the asgi_app role in the demo and the Molecule scenarios.
 
 It is an example, not part of the role: each endpoint exists to prove one property of a
-deployment (health, WebSocket upgrade, unbuffered Server-Sent Events, concurrent I/O).
+deployment (health, WebSocket upgrade, unbuffered Server-Sent Events, concurrent I/O, what a
+proxy passes on about the client, and a browser's view of the streams).
 """
 
 import asyncio
 import os
 import time
+from importlib import resources
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from example_app import __version__
 
@@ -17,11 +19,39 @@ VERSION = os.environ.get("APP_VERSION") or __version__
 
 app = FastAPI(title="asgi-app example", version=VERSION)
 
+# Package data, so it is found from a source directory and from an installed wheel alike.
+PAGE = resources.files("example_app").joinpath("page.html").read_text(encoding="utf-8")
+
+
+@app.get("/", response_class=HTMLResponse)
+async def page() -> str:
+    """A browser's view: the page reads /sse with EventSource and echoes through /ws.
+
+    Its URLs are relative, so it works behind a proxy, under a path prefix, on http or https.
+    """
+    return PAGE
+
 
 @app.get("/health")
 async def health() -> dict:
     """Liveness for the role's post-deploy check and for load balancers."""
     return {"status": "ok", "version": VERSION, "pid": os.getpid()}
+
+
+@app.get("/client")
+async def client(request: Request) -> dict:
+    """What the app was told about its client.
+
+    Behind a proxy, gunicorn's forwarded_allow_ips decides whether Uvicorn replaces the proxy's
+    address and scheme with the X-Forwarded-For and X-Forwarded-Proto it sent.
+    """
+    return {
+        "client": request.client.host if request.client else None,  # a unix socket has no address
+        "scheme": request.url.scheme,
+        "host": request.headers.get("host"),
+        "forwarded_for": request.headers.get("x-forwarded-for"),
+        "forwarded_proto": request.headers.get("x-forwarded-proto"),
+    }
 
 
 @app.get("/io")

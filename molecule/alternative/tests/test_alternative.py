@@ -27,7 +27,8 @@ def test_health_answers_through_the_unix_socket(get_on_target):
 def test_unix_socket_belongs_to_systemd_and_the_apps_group(host):
     socket = host.file(SOCKET)
     assert socket.is_socket
-    assert (socket.user, socket.group, socket.mode) == ("root", "api", 0o660)
+    # nginx is in front: only it (www-data) and root may connect.
+    assert (socket.user, socket.group, socket.mode) == ("root", "www-data", 0o660)
     assert "Listen=/run/api/gunicorn.sock (Stream)" in host.check_output("systemctl show api.socket -p Listen")
     # The service's own runtime directory sits beside it and goes away when the service stops.
     runtime = host.file("/run/api/gunicorn")

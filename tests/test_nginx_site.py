@@ -1,0 +1,68 @@
+"""The nginx site as the role renders it, for the shapes it takes: on the app's host (TCP or unix
+socket), with TLS, and on load-balancer hosts in front of several app hosts."""
+
+import re
+
+import pytest
+
+TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
+APP = {"asgi_app_name": "shop-api", "asgi_app_module": "shop.main:app", "asgi_app_src": "examples/app",
+       "asgi_app_proxy": True}
+
+
+@pytest.fixture
+def site(render):
+    return lambda **overrides: render("asgi_app.nginx.conf.j2", TWO_CPUS, **{**APP, **overrides})
+
+
+def directives(text, name):
+    return re.findall(rf"^\s*{name} (.+);$", text, flags=re.MULTILINE)
+
+
+def test_websockets_get_the_upgrade_and_streams_are_not_buffered(site):
+    text = site()
+    assert "map $http_upgrade $asgi_app_shop_api_connection {" in text
+    assert directives(text, "proxy_http_version") == ["1.1"]
+    assert directives(text, "proxy_set_header Upgrade") == ["$http_upgrade"]
+    assert directives(text, "proxy_set_header Connection") == ["$asgi_app_shop_api_connection"]
+    assert directives(text, "proxy_buffering") == ["off"]
+    assert directives(text, "proxy_read_timeout") == directives(text, "proxy_send_timeout") == ["3600s"]
+    assert directives(text, "proxy_set_header X-Forwarded-For") == ["$remote_addr"]
+    assert directives(text, "proxy_set_header X-Forwarded-Proto") == ["$scheme"]
+
+
+def test_upstream_is_the_apps_own_bind(site):
+    assert directives(site(), "server") == ["127.0.0.1:8000"]
+    assert directives(site(asgi_app_bind="0.0.0.0:9000"), "server") == ["127.0.0.1:9000"]
+    assert directives(site(asgi_app_bind="unix:/run/shop-api/gunicorn.sock"), "server") == [
+        "unix:/run/shop-api/gunicorn.sock"]
+
+
+def test_load_balancer_proxies_to_every_app_host(site):
+    text = site(asgi_app_proxy_upstreams=["10.0.0.11:8000", "10.0.0.12:8000"])
+    assert directives(text, "server") == ["10.0.0.11:8000", "10.0.0.12:8000"]
+
+
+def test_tls_serves_https_and_redirects_http(site):
+    text = site(asgi_app_proxy_tls_certificate="/etc/ssl/shop.pem", asgi_app_proxy_tls_key="/etc/ssl/shop.key")
+    assert directives(text, "listen") == ["80 default_server", "443 ssl default_server"]
+    assert directives(text, "return") == ["301 https://$host$request_uri"]
+    assert directives(text, "ssl_certificate") == ["/etc/ssl/shop.pem"]
+    assert directives(text, "ssl_certificate_key") == ["/etc/ssl/shop.key"]
+
+
+def test_buffering_on_still_honours_x_accel_buffering(site):
+    text = site(asgi_app_proxy_buffering=True)
+    assert directives(text, "proxy_buffering") == ["on"]
+    assert "proxy_ignore_headers" not in text
+
+
+def test_unix_socket_behind_nginx_is_nginx_only_and_trusted(render):
+    unix = {**APP, "asgi_app_bind": "unix:/run/shop-api/gunicorn.sock"}
+    socket_unit = render("asgi_app.socket.j2", TWO_CPUS, **unix)
+    assert "SocketGroup=www-data" in socket_unit and "SocketMode=0660" in socket_unit
+    assert 'forwarded_allow_ips = "*"' in render("gunicorn_config.py.j2", TWO_CPUS, **unix)
+    # Without nginx, the app's group owns the socket and only the configured peers are trusted.
+    plain = {**unix, "asgi_app_proxy": False}
+    assert "SocketGroup=shop-api" in render("asgi_app.socket.j2", TWO_CPUS, **plain)
+    assert 'forwarded_allow_ips = "127.0.0.1"' in render("gunicorn_config.py.j2", TWO_CPUS, **plain)
