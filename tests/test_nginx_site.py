@@ -38,9 +38,16 @@ def test_upstream_is_the_apps_own_bind(site):
         "unix:/run/shop-api/gunicorn.sock"]
 
 
-def test_load_balancer_proxies_to_every_app_host(site):
-    text = site(asgi_app_proxy_upstreams=["10.0.0.11:8000", "10.0.0.12:8000"])
-    assert directives(text, "server") == ["10.0.0.11:8000", "10.0.0.12:8000"]
+def test_load_balancer_proxies_to_every_app_host(site, render):
+    upstreams = ["10.0.0.11:8000", "10.0.0.12:8000"]
+    text = site(asgi_app_proxy_upstreams=upstreams)
+    # The app hosts are listed in a file of their own, which a rolling deploy rewrites.
+    assert directives(text, "include") == ["/etc/nginx/asgi_app/shop-api.servers"]
+    servers = render("asgi_app.servers.conf.j2", TWO_CPUS, **APP, asgi_app_proxy_upstreams=upstreams)
+    assert directives(servers, "server") == upstreams
+    draining = render("asgi_app.servers.conf.j2", TWO_CPUS, **APP, asgi_app_proxy_upstreams=upstreams,
+                      __asgi_app_proxy_out=["10.0.0.12:8000"])
+    assert directives(draining, "server") == ["10.0.0.11:8000", "10.0.0.12:8000 down"]
 
 
 def test_tls_serves_https_and_redirects_http(site):

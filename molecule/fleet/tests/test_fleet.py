@@ -1,0 +1,77 @@
+"""Two app hosts behind an nginx load balancer: WebSockets and SSE through it, the client's real
+address in the app, a rolling deploy under load with no failed request, and a real browser."""
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import testinfra
+
+import browser
+import probes
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+APP_HOSTS = ["asgi-fleet-app-1", "asgi-fleet-app-2"]
+RECORD = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "events" / "1.json"
+
+
+def target(name):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+@pytest.fixture(scope="module")
+def lb():
+    return target("asgi-fleet-lb")
+
+
+def test_the_rolling_deploy_failed_no_request(app_url):
+    record = json.loads(RECORD.read_text())
+    print("\n" + probes.format_table([record]))
+    print(f"rolling deploy: {record['failed']} of {record['requests']} HTTP requests failed")
+    assert record["requests"] >= 2000 and record["concurrency"] >= 20
+    assert record["failed"] == 0, record["errors"]
+    assert record["ws_resets"] == 0 and record["ws_errors"] == 0
+    assert set(record["ws_closes"]) <= {"1001", "1012"}
+    assert record["sse_ends"]["broken"] == 0
+    assert (record["first_version"], record["last_version"]) == ("1.0.0", "1.1.0")
+
+
+def test_every_app_host_serves_the_new_version_and_is_back_in_the_load_balancer(lb):
+    for name in APP_HOSTS:
+        health = json.loads(lb.check_output(
+            f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{name}:8000/health').read().decode())\""))
+        assert health["version"] == "1.1.0", name
+    servers = lb.file("/etc/nginx/asgi_app/fleet.servers").content_string
+    assert [line for line in servers.splitlines() if line.startswith("server ")] == [
+        f"server {name}:8000;" for name in APP_HOSTS]
+
+
+def test_websocket_and_sse_through_the_load_balancer(app_url):
+    ws = probes.websocket_echo(app_url.replace("http", "ws", 1) + "/ws", ["through", "the", "balancer"])
+    assert ws.echoed, ws
+    sse = probes.sse_events(app_url + "/sse?count=5&interval=0.3", count=5)
+    print(f"\nSSE through the load balancer: arrivals {[round(e['arrived'], 2) for e in sse.events]} s")
+    assert len(sse.events) == 5 and sse.smallest_gap > 0.15
+
+
+def test_requests_are_spread_over_both_app_hosts(app_url):
+    answered_by = {httpx.get(app_url + "/health", timeout=10).json()["pid"] for _ in range(40)}
+    assert len(answered_by) >= 2
+
+
+def test_the_app_sees_the_clients_address_and_scheme(app_url, lb):
+    seen = httpx.get(app_url + "/client", timeout=10).json()
+    lb_addresses = lb.check_output("hostname -I").split()
+    print(f"\nthe app saw {seen}; the load balancer is {lb_addresses}")
+    assert seen["client"] == seen["forwarded_for"]
+    assert seen["client"] not in lb_addresses
+    assert seen["scheme"] == "http"
+
+
+def test_a_browser_gets_sse_and_websocket_data_through_nginx(app_url):
+    result = browser.browser_result(app_url + "/")
+    print(f"\nheadless Chromium through nginx: {result}")
+    assert result["sse_events"] == 5
+    assert result["ws_echo"] == "echo: hello from the browser"
