@@ -56,6 +56,9 @@ def test_tls_serves_https_and_redirects_http(site):
     assert directives(text, "return") == ["301 https://$host$request_uri"]
     assert directives(text, "ssl_certificate") == ["/etc/ssl/shop.pem"]
     assert directives(text, "ssl_certificate_key") == ["/etc/ssl/shop.key"]
+    other_port = site(asgi_app_proxy_tls_certificate="/etc/ssl/shop.pem", asgi_app_proxy_tls_key="/etc/ssl/shop.key",
+                      asgi_app_proxy_tls_listen="8443")
+    assert directives(other_port, "return") == ["301 https://$host:8443$request_uri"]
 
 
 def test_buffering_on_still_honours_x_accel_buffering(site):

@@ -16,12 +16,13 @@ echo "== What a client sees at http://127.0.0.1:$port"
 python tests/probes.py "http://127.0.0.1:$port"
 echo
 echo "== What runs on $host"
+docker exec "$host" systemctl --no-pager --lines 0 status demo.socket | sed -n '1,3p;/Listen/p'
 docker exec "$host" systemctl --no-pager --lines 0 status demo.service | sed -n '1,3p;/CGroup/,$p'
 docker exec "$host" sh -c 'journalctl -u demo.service -o cat --no-pager | grep -m1 "Using worker"'
 docker exec "$host" sh -c 'grep -E "^(workers|# [0-9]+ usable|# [a-z]+ rule)" /etc/demo/gunicorn_config.py'
 cat <<EOT
 
-The app answers at http://127.0.0.1:$port (try /health, /sse, ws://127.0.0.1:$port/ws).
+The app answers at http://127.0.0.1:$port (open / in a browser; try /health, /client, /sse, ws://127.0.0.1:$port/ws).
 Look inside:  docker exec -it $host bash    (journalctl -u demo, systemctl status demo)
 Remove it:    make clean-demo
 EOT

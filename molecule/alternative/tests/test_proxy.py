@@ -1,10 +1,12 @@
 """nginx in front of the app on its unix socket: WebSockets and SSE pass through unbuffered, the
-app sees the client's real address and scheme, only nginx may connect to the socket, and a
-value nginx rejects fails the deploy with nginx's own message while the live site serves on."""
+app sees the client's real address and scheme, only nginx may connect to the socket, a value
+nginx rejects fails the deploy with nginx's own message while the live site serves on, and a
+certificate on the host turns on HTTPS with HTTP redirecting to it."""
 
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -14,6 +16,29 @@ import probes
 
 SCENARIO = Path(__file__).resolve().parents[1]
 SITE = "/etc/nginx/sites-available/api.conf"
+
+
+HTTPS_GET = r"""
+import ssl, sys, urllib.request, urllib.error
+context = ssl.create_default_context(cafile=sys.argv[2])
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
+opener = urllib.request.build_opener(Stay, urllib.request.HTTPSHandler(context=context))
+try:
+    response = opener.open(sys.argv[1], timeout=10)
+    print(response.status, response.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code, error.headers.get("Location"))
+"""
+
+
+def converge(extra):
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "converge.yml"),
+         "-e", json.dumps(extra)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
 
 
 def test_websocket_echo_through_nginx(app_url):
@@ -52,11 +77,7 @@ def test_only_nginx_may_connect_to_the_socket(host):
 
 def test_nginx_rejects_a_broken_value_and_the_site_serves_on(host, app_url):
     site_before = host.file(SITE).sha256sum
-    result = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "converge.yml"),
-         "-e", json.dumps({"asgi_app_proxy_client_max_body_size": "ten megabytes"})],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+    result = converge({"asgi_app_proxy_client_max_body_size": "ten megabytes"})
     output = result.stdout + result.stderr
     # nginx's own words, as the failed validation reported them.
     found = re.search(r"\[emerg\] \S+ (.*?\.conf:\d+)", output.replace('\\"', '"'))
@@ -67,3 +88,29 @@ def test_nginx_rejects_a_broken_value_and_the_site_serves_on(host, app_url):
     assert "/etc/nginx/sites-enabled/api.conf" in message
     assert host.file(SITE).sha256sum == site_before
     assert probes.http_get(app_url + "/health").status == 200
+
+
+def test_tls_serves_https_and_redirects_http(host):
+    # A certificate for "localhost" made on the host, as an operator's would be put there.
+    host.check_output("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+                      "-addext subjectAltName=DNS:localhost -keyout /etc/ssl/private/api.key "
+                      "-out /etc/ssl/certs/api.pem 2>/dev/null")
+    tls = {"asgi_app_proxy_tls_certificate": "/etc/ssl/certs/api.pem",
+           "asgi_app_proxy_tls_key": "/etc/ssl/private/api.key", "asgi_app_proxy_tls_listen": "8443"}
+    result = converge(tls)
+    try:
+        assert result.returncode == 0, result.stdout[-3000:]
+        https = host.check_output(f"python3 -c {shlex.quote(HTTPS_GET)} https://localhost:8443/health "
+                                  "/etc/ssl/certs/api.pem")
+        print(f"\nhttps://localhost:8443/health -> {https}")
+        assert https.startswith("200 ") and json.loads(https[4:])["status"] == "ok"
+        seen = json.loads(host.check_output(f"python3 -c {shlex.quote(HTTPS_GET)} "
+                                            "https://localhost:8443/client /etc/ssl/certs/api.pem")[4:])
+        assert seen["scheme"] == "https"
+        redirect = host.check_output(f"python3 -c {shlex.quote(HTTPS_GET)} http://localhost:8000/health "
+                                     "/etc/ssl/certs/api.pem")
+        assert redirect == "301 https://localhost:8443/health"
+    finally:
+        # Back to plain HTTP on 8000, as the other tests of this scenario expect.
+        restored = converge({})
+        assert restored.returncode == 0, restored.stdout[-3000:]
