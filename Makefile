@@ -1,4 +1,4 @@
-# Entry points. The README's two commands are `make demo` and `make test`.
+# Entry points. The README's two commands are `make demo` and `make test`; `make bench` measures.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := .venv
@@ -10,7 +10,7 @@ export MOLECULE_GLOB := molecule/*/molecule.yml
 export COLUMNS ?= 160
 COLLECTION_LINK := .ansible/collections/ansible_collections/asgi/gunicorn
 
-.PHONY: demo test lint unit molecule engine image clean-demo setup chromium
+.PHONY: demo test bench lint unit molecule engine image clean-demo setup chromium wrk
 
 ## demo: deploy the example app onto a throwaway systemd container and probe it
 demo: setup engine image
@@ -18,6 +18,10 @@ demo: setup engine image
 
 ## test: lint, fast tests, then every Molecule scenario
 test: setup engine image lint unit molecule
+
+## bench: gunicorn's worker types side by side on a host the role deployed (docs/benchmarks/)
+bench: setup engine image wrk
+	python tools/benchmark.py $(BENCH_ARGS)
 
 setup: $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -32,9 +36,12 @@ $(COLLECTION_LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../../.. $@
 
-# Headless Chromium for tests/test_browser.py; installed from Debian when missing.
+# Headless Chromium for tests/test_browser.py, wrk for the benchmark: from Debian when missing.
 chromium:
-	@tools/chromium.sh
+	@tools/os-package.sh chromium
+
+wrk:
+	@tools/os-package.sh wrk
 
 engine:
 	tools/docker-engine.sh
@@ -46,7 +53,7 @@ lint: setup
 	yamllint --strict .
 	ansible-lint
 
-unit: setup chromium
+unit: setup chromium wrk
 	pytest tests
 
 molecule: setup engine image

@@ -3,8 +3,9 @@
 One library for every consumer: the Molecule scenarios' tests, the demo's report and the
 benchmarks. Each probe returns plain data (dataclasses) and asserts nothing; callers decide.
 Run as a script it prints a report: ``python tests/probes.py http://127.0.0.1:8000``;
-``python tests/probes.py load URL --stop-file F ...`` prints a LoadReport (see run_load) as JSON
-and ``python tests/probes.py table REPORT.json ...`` prints such reports as a table.
+``python tests/probes.py load URL --stop-file F ...`` prints a LoadReport (see run_load) as JSON,
+``python tests/probes.py table REPORT.json ...`` prints such reports as a table, and
+``python tests/probes.py hold WS_URL --count N`` opens N WebSockets and keeps them (see hold_main).
 """
 
 from __future__ import annotations
@@ -474,6 +475,96 @@ def report(base_url: str) -> dict:
     }
 
 
+@dataclass
+class HoldReport:
+    """WebSockets one process opened and holds, and how a round of echoes on all of them went."""
+    opened: int = 0
+    refused: int = 0
+    echoed: int = 0
+    lost: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class WebSocketHolder:
+    """Opens many WebSocket connections, keeps them open, and echoes on all of them on demand.
+
+    One holder lives in one process and one event loop; a load larger than one process's
+    open-files limit is spread over several (the benchmark starts one `hold` process each).
+    local_address picks the loopback source address, so each holder has its own client ports.
+    """
+
+    def __init__(self, url: str, local_address: str | None = None, timeout: float = 30.0):
+        self.url, self.timeout = url, timeout
+        self.local_addr = (local_address, 0) if local_address else None
+        self.connections: list = []
+
+    async def open(self, count: int, in_flight: int = 64) -> HoldReport:
+        report = HoldReport()
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one() -> None:
+            async with gate:
+                try:
+                    kwargs = {"local_addr": self.local_addr} if self.local_addr else {}
+                    connection = await websockets.connect(
+                        self.url, open_timeout=self.timeout, ping_interval=None, max_queue=4, **kwargs)
+                except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+                    report.refused += 1
+                    _count(report.errors, type(exc).__name__)
+                    return
+                self.connections.append(connection)
+                report.opened += 1
+
+        await asyncio.gather(*(one() for _ in range(count)))
+        return report
+
+    async def echo_all(self, report: HoldReport | None = None) -> HoldReport:
+        """One message on every connection; counts the echoes and the connections that failed."""
+        report = report or HoldReport(opened=len(self.connections))
+
+        async def one(number: int, connection) -> bool:
+            try:
+                await connection.send(f"hold {number}")
+                reply = await asyncio.wait_for(connection.recv(), self.timeout)
+                return reply == f"echo: hold {number}"
+            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+                _count(report.errors, type(exc).__name__)
+                return False
+
+        results = await asyncio.gather(*(one(n, c) for n, c in enumerate(self.connections)))
+        report.echoed = sum(results)
+        report.lost = len(results) - report.echoed
+        return report
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
+        self.connections.clear()
+
+
+async def _hold(url: str, count: int, local_address: str | None, timeout: float) -> None:
+    """Open, echo, print a HoldReport; then one more echo round per "echo" line on stdin."""
+    holder = WebSocketHolder(url, local_address, timeout)
+    loop = asyncio.get_running_loop()
+    print(json.dumps(asdict(await holder.echo_all(await holder.open(count)))), flush=True)
+    while (line := await loop.run_in_executor(None, sys.stdin.readline)).strip() == "echo":
+        print(json.dumps(asdict(await holder.echo_all())), flush=True)
+    await holder.close()
+
+
+def hold_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="probes.py hold",
+        description="Open COUNT WebSockets and hold them: print a JSON HoldReport once all are open "
+                    "and have echoed, another after each 'echo' line on stdin; close them at EOF.")
+    parser.add_argument("url", help="for example ws://127.0.0.1:8000/ws")
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--local-address", help="loopback source address, e.g. 127.0.0.2")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    asyncio.run(_hold(args.url, args.count, args.local_address, args.timeout))
+    return 0
+
+
 def load_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="probes.py load",
@@ -510,8 +601,9 @@ def table_main(argv: list[str]) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] in ("load", "table"):
-        return (load_main if sys.argv[1] == "load" else table_main)(sys.argv[2:])
+    commands = {"load": load_main, "table": table_main, "hold": hold_main}
+    if len(sys.argv) > 1 and sys.argv[1] in commands:
+        return commands[sys.argv[1]](sys.argv[2:])
     parser = argparse.ArgumentParser(description="Probe a deployed ASGI app.")
     parser.add_argument("base_url", help="for example http://127.0.0.1:8000")
     args = parser.parse_args()

@@ -242,3 +242,42 @@ def test_every_request_opens_a_new_connection(tmp_path):
     assert report.failed == 0
     assert report.versions == {"0.1": report.requests}
     assert len(connections) == report.requests
+
+
+def access_lines(log: Path, marker: str) -> list[str]:
+    return [line for line in log.read_text().splitlines() if marker in line]
+
+
+def test_access_lines_are_batched_yet_none_is_lost(gunicorn, tmp_path):
+    """The role's access log writes Uvicorn's lines in batches: soon after each request, and
+    all of them when the worker stops."""
+    base_url, master = gunicorn
+    log = tmp_path / "gunicorn.log"
+    with httpx.Client() as client:
+        for number in range(200):
+            assert client.get(f"{base_url}/json?n={number}").status_code == 200
+        # No buffer fills with 200 short lines: the batch interval alone brings them out.
+        wait_for(lambda: len(access_lines(log, "GET /json?n=")) == 200, 2, "200 access lines")
+        for number in range(20):
+            assert client.get(f"{base_url}/json?last={number}").status_code == 200
+    master.send_signal(signal.SIGTERM)  # before the next batch is due
+    master.wait(15)
+
+    lines = access_lines(log, "GET /json?n=")
+    assert {line.split("GET ")[1] for line in lines} == {f"/json?n={n} HTTP/1.1\" 200" for n in range(200)}
+    assert all(line.startswith("127.0.0.1:") and " - \"GET /json?n=" in line for line in lines)
+    assert len(access_lines(log, "GET /json?last=")) == 20
+
+
+def test_hold_websockets(gunicorn):
+    """`probes.py hold`: opens, keeps and echoes on many WebSockets from one source address."""
+    base_url, _ = gunicorn
+    url = base_url.replace("http", "ws", 1) + "/ws"
+    hold = subprocess.run([sys.executable, "tests/probes.py", "hold", url, "--count", "60",
+                           "--local-address", "127.0.0.2"], input="echo\necho\n", cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert hold.returncode == 0, hold.stderr
+    reports = [json.loads(line) for line in hold.stdout.splitlines()]
+    assert len(reports) == 3  # once all are open, then once per "echo"
+    for report in reports:
+        assert report == {"opened": 60, "refused": 0, "echoed": 60, "lost": 0, "errors": {}}

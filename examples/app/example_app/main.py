@@ -2,7 +2,8 @@
 
 It is an example, not part of the role: each endpoint exists to prove one property of a
 deployment (health, WebSocket upgrade, unbuffered Server-Sent Events, concurrent I/O, what a
-proxy passes on about the client, and a browser's view of the streams).
+proxy passes on about the client, and a browser's view of the streams). example_app.wsgi is
+its WSGI twin for the benchmark's sync and gthread rows.
 """
 
 import asyncio
@@ -52,6 +53,12 @@ async def client(request: Request) -> dict:
         "forwarded_for": request.headers.get("x-forwarded-for"),
         "forwarded_proto": request.headers.get("x-forwarded-proto"),
     }
+
+
+@app.get("/json")
+async def json_message() -> dict:
+    """CPU-light JSON, the benchmark's measure of what the server stack itself costs."""
+    return {"message": "Hello, World!"}
 
 
 @app.get("/io")

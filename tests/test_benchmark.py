@@ -1,0 +1,140 @@
+"""tools/benchmark.py without a test host: how it reads wrk, picks the median, computes the
+ceiling, judges the targets and writes the table and the chart. One test runs the real wrk
+with tools/wrk-report.lua against a local HTTP server."""
+
+import http.server
+import json
+import struct
+import threading
+
+import pytest
+
+from conftest import REPO, load_module
+
+bench = load_module("benchmark", REPO / "tools" / "benchmark.py")
+
+
+def wrk_report(requests, seconds=6.0, status=0, read=0, timeout=0, p50=0.201, p99=0.25):
+    return {"duration_us": int(seconds * 1e6), "requests": requests, "connect": 0, "read": read,
+            "write": 0, "status": status, "timeout": timeout, "p50_us": int(p50 * 1e6),
+            "p99_us": int(p99 * 1e6), "max_us": int(p99 * 2e6)}
+
+
+def test_the_median_run_stands_for_the_repetitions():
+    reports = [wrk_report(3000), wrk_report(2400, read=7, p50=0.3), wrk_report(2820, status=20)]
+    run = bench.summarise("io", 100, reports)
+    # 2xx answers per second: 500, 400 and (2820 - 20) / 6 = 466.7; the median is the third run.
+    assert run.runs == [500.0, 400.0, 466.7]
+    assert run.rps == 466.7
+    assert (run.errors, run.error_kinds) == (20, {"status": 20})
+    assert (run.p50_ms, run.p99_ms, run.requests) == (201.0, 250.0, 2820)
+
+
+def results(rps: dict[str, list[float]], **extra) -> dict:
+    """Results as main() assembles them; rps[server] = [io 100, io 1000, io 10000, json]."""
+    tests = [("io", 100), ("io", 1000), ("io", 10000), ("json", 256)]
+    servers = {}
+    for key, values in rps.items():
+        runs = [bench.Run(t, c, v, 201.0, 260.0, 0, {}, int(v * 6), [v]) for (t, c), v in zip(tests, values)]
+        servers[key] = {"key": key, "label": f"{key} label", "workers": 3, "rss_mb": 60.0,
+                        "runs": [bench.asdict(r) for r in runs]}
+    data = {"date": "2026-11-26", "latency": 0.2, "duration": 6, "repeat": 3, "timeout": 2,
+            "machine": {"cores": 2, "memory_gib": 23.5, "open_files_soft": 20000, "open_files_hard": 20000,
+                        "kernel": "6.1", "cpu": "test cpu", "wrk": "wrk 4.1.0"},
+            "converge": {"first_s": 44.0, "first_changed": 17, "rerun_s": 9.5, "rerun_changed": 0},
+            "servers": servers, **extra}
+    data["ceilings"] = bench.ceilings(data, 0.2)
+    return data
+
+
+RPS = {"sync": [25, 25, 20, 3000], "gthread": [40, 40, 35, 3500],
+       "uvicorn_worker": [480, 4700, 7000, 8100], "asgi": [470, 3000, 4000, 6000],
+       "uvicorn": [485, 4800, 7500, 8800]}
+
+
+def test_ceiling_is_latency_bound_then_capacity_bound():
+    # 100 / 0.2 s = 500 and 1000 / 0.2 s = 5000 clients' worth; 10,000 clients are bounded by
+    # what bare uvicorn answered on the JSON endpoint.
+    assert results(RPS)["ceilings"] == {"100": 500.0, "1000": 5000.0, "10000": 8800.0}
+
+
+def test_targets_are_judged_against_the_ceiling_and_bare_uvicorn():
+    ws = {"held": 20000, "limit": 20000, "stopped_by": "limit", "kib_per_connection": 40.0, "levels": []}
+    checks = {name: (met, value) for name, met, value in bench.targets(results(RPS, websockets=ws))}
+    assert checks["UvicornWorker I/O at 100 clients >= 95 % of the ceiling"] == (True, "96 %")
+    assert checks["UvicornWorker I/O at 1,000 clients >= 95 % of the ceiling"] == (False, "94 %")
+    assert checks["UvicornWorker I/O at 10,000 clients >= 90 % of the ceiling"] == (False, "80 %")
+    assert checks["UvicornWorker JSON >= 90 % of bare uvicorn, access log on"] == (True, "92 %")
+    assert checks["WebSockets held by one deployment >= 10,000, 0 errors"] == (True, "20,000 held")
+    assert checks["first converge <= 90 s"] == (True, "44 s")
+    assert checks["no-change re-run <= 10 s with 0 changed"] == (True, "9.5 s, changed=0")
+
+
+def test_targets_skip_rows_that_were_not_measured():
+    partial = results({"uvicorn": RPS["uvicorn"]})
+    names = [name for name, _, _ in bench.targets(partial)]
+    assert names == ["first converge <= 90 s", "no-change re-run <= 10 s with 0 changed"]
+
+
+def test_table_is_aligned_markdown_with_the_share_of_the_ceiling():
+    lines = bench.table(results(RPS)).splitlines()
+    grid = [line for line in lines if line.startswith("|")]
+    assert len(grid) == 2 + 5 * 4
+    assert len({len(line) for line in grid}) == 1
+    assert set(grid[1]) <= set("|-:")
+    row = [cell.strip() for cell in grid[2 + 2 * 4 + 1].strip("|").split("|")]  # UvicornWorker, I/O 1,000
+    assert row == ["uvicorn_worker label", "3", "I/O 200 ms", "1,000", "4,700", "94 %", "201.0", "260.0", "0", "60"]
+    json_row = [cell.strip() for cell in grid[2 + 3].strip("|").split("|")]
+    assert json_row[2:6] == ["JSON", "256", "3,000", "-"]
+    assert lines[-1] == "Ceiling of the I/O rows by concurrency: 100: 500 req/s, 1,000: 5,000 req/s, 10,000: 8,800 req/s."
+
+
+def test_written_report_has_the_table_the_chart_and_the_targets(tmp_path):
+    ws = {"held": 12500, "limit": 20000, "stopped_by": "failure", "kib_per_connection": 41.5, "levels": []}
+    data = results(RPS, websockets=ws)
+    bench.write(data, tmp_path)
+    markdown = (tmp_path / "README.md").read_text()
+    assert bench.table(data) in markdown
+    assert "![requests per second by server](worker-types.png)" in markdown
+    assert "held 12,500 WebSockets" in markdown and "41.5 KiB" in markdown
+    assert "- NOT met: UvicornWorker I/O at 10,000 clients >= 90 % of the ceiling (80 %)" in markdown
+    assert json.loads((tmp_path / "results.json").read_text()) == data
+    png = (tmp_path / "worker-types.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 800 and height > 400
+
+
+@pytest.fixture
+def http_server():
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            status = 200 if self.path == "/json" else 404
+            body = b'{"message": "Hello, World!"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_wrk_reports_through_the_lua_script(http_server):
+    """The real wrk (make unit installs it) with tools/wrk-report.lua: counts and error kinds."""
+    ok = bench.wrk(f"{http_server}/json", 4, 1, 2)
+    assert ok["requests"] > 50 and ok["status"] == 0 and ok["connect"] == 0
+    assert 0 < ok["p50_us"] <= ok["p99_us"] <= ok["max_us"]
+    missing = bench.wrk(f"{http_server}/nothing", 2, 1, 2)
+    assert missing["requests"] > 0 and missing["status"] == missing["requests"]
+    assert bench.summarise("json", 2, [missing]).rps == 0.0

@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""Gunicorn's worker types side by side, on a host the asgi_app role deployed (make bench).
+
+One run, on one machine, over loopback:
+1. a throwaway systemd host on the machine's network (tools/test-host.sh NAME host), the example
+   app deployed onto it with playbooks/deploy.yml (inventories/bench): the first converge and a
+   no-change re-run are timed, and the re-run must report 0 changed;
+2. wrk loads an I/O-bound endpoint (200 ms by default) at concurrency 100, 1000 and 10,000, and
+   a CPU-light JSON endpoint at a concurrency that saturates the host, under each server:
+   gunicorn sync and gthread (serving the WSGI twin of the app), the role's deployment with
+   uvicorn_worker.UvicornWorker and with gunicorn's native asgi worker, and bare uvicorn;
+   each measurement is repeated and the median run reported;
+3. the role's deployment holds WebSockets, added a step at a time by `tests/probes.py hold`
+   processes, until one fails to echo or the step limit is reached;
+4. the results go to docs/benchmarks/ (results.json, README.md with the table, worker-types.png)
+   and the table is printed.
+
+The ceiling of an I/O row is min(concurrency / latency, the JSON requests/s of bare uvicorn in the
+same run): what any server of this app could do at that concurrency on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "asgi-app-bench"
+APP = "bench"  # asgi_app_name in inventories/bench
+ROLE_PORT = 18300  # asgi_app_bind in inventories/bench; the other servers take the ports after it
+RELEASE = f"/opt/{APP}/current"
+INVENTORY = REPO / "inventories" / "bench"
+OUT = REPO / "docs" / "benchmarks"
+
+
+@dataclass
+class Server:
+    """One row of the table: how to start it on the test host, and what it serves."""
+    key: str
+    label: str
+    workers_rule: str
+    port: int
+    command: str = ""  # a transient unit's command; empty for the role's own deployment
+    worker_class: str = ""  # the role's asgi_app_worker_class, for the role's rows
+    workers: int = 0
+
+
+@dataclass
+class Run:
+    """One wrk run, or the median of several."""
+    test: str  # "io" or "json"
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    runs: list[float] = field(default_factory=list)  # requests/s of every repetition
+
+
+def servers(cores: int, role_workers: int, latency: float) -> list[Server]:
+    venv = f"{RELEASE}/venv/bin"
+    sync_workers, gthread_workers = 2 * cores + 1, cores
+    return [
+        Server("sync", "gunicorn sync (WSGI twin)", "2 x cores + 1", ROLE_PORT + 1,
+               f"{venv}/gunicorn example_app.wsgi:app --worker-class sync --workers {sync_workers} "
+               f"--bind 127.0.0.1:{ROLE_PORT + 1} --no-control-socket", workers=sync_workers),
+        Server("gthread", "gunicorn gthread, 4 threads (WSGI twin)", "cores", ROLE_PORT + 2,
+               f"{venv}/gunicorn example_app.wsgi:app --worker-class gthread --workers {gthread_workers} "
+               f"--threads 4 --bind 127.0.0.1:{ROLE_PORT + 2} --no-control-socket", workers=gthread_workers),
+        Server("uvicorn_worker", "role: gunicorn + UvicornWorker (default)", "role", ROLE_PORT,
+               worker_class="uvicorn_worker.UvicornWorker", workers=role_workers),
+        Server("asgi", "role: gunicorn native asgi worker", "role", ROLE_PORT,
+               worker_class="asgi", workers=role_workers),
+        Server("uvicorn", "bare uvicorn --workers N, no logging", "role's N", ROLE_PORT + 5,
+               f"{venv}/uvicorn example_app.main:app --workers {role_workers} --host 127.0.0.1 "
+               f"--port {ROLE_PORT + 5} --no-access-log --log-level warning", workers=role_workers),
+    ]
+
+
+# --- The machine and the test host ------------------------------------------------------------
+
+def sh(*argv: str, check: bool = True, capture: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, text=True, capture_output=capture, **kwargs)
+
+
+def on_host(command: str, check: bool = True) -> str:
+    return sh("docker", "exec", HOST, "sh", "-c", command, check=check).stdout.strip()
+
+
+def machine() -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    meminfo = Path("/proc/meminfo").read_text()
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))
+    model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "open_files_soft": soft,
+        "open_files_hard": hard,
+        "kernel": platform.release(),
+        "cpu": model.group(1).strip() if model else platform.machine(),
+        "wrk": sh("wrk", "--version", check=False).stdout.split("[")[0].strip()
+        or sh("wrk", "--version", check=False).stderr.split("[")[0].strip(),
+    }
+
+
+def playbook(*args: str) -> tuple[float, dict, str]:
+    """Run ansible-playbook against the bench inventory; (seconds, PLAY RECAP counts, output)."""
+    started = time.monotonic()
+    result = sh("ansible-playbook", "-i", str(INVENTORY), *args, check=False, cwd=REPO)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"benchmark: ansible-playbook {' '.join(args)} failed:\n{result.stdout[-4000:]}")
+    recap = re.search(rf"^{HOST}\s*:\s*(.*)$", result.stdout, re.MULTILINE)
+    counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))} if recap else {}
+    return elapsed, counts, result.stdout
+
+
+def deploy(worker_class: str | None = None) -> tuple[float, dict]:
+    extra = ["-e", f"asgi_app_worker_class={worker_class}"] if worker_class else []
+    elapsed, counts, _ = playbook("playbooks/deploy.yml", *extra)
+    return elapsed, counts
+
+
+def wait_ready(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    sys.exit(f"benchmark: nothing answered on port {port} within {timeout:.0f} s")
+
+
+def start_transient(server: Server) -> str:
+    unit = f"bench-{server.key}"
+    on_host(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; true")
+    # Started by systemd only so that it can be stopped and found; no hardening, no socket unit.
+    on_host(f"systemd-run --unit {unit} --uid {APP} --gid {APP} --working-directory {RELEASE}/app "
+            f"--property LimitNOFILE=65536 --property StandardOutput=null {server.command}")
+    wait_ready(server.port)
+    return unit
+
+
+def stop_unit(*units: str) -> None:
+    on_host(f"systemctl stop {' '.join(units)}")
+
+
+def worker_rss_mb(unit: str) -> list[float]:
+    """Resident memory of the unit's worker processes (children of its main process)."""
+    main_pid = on_host(f"systemctl show --property MainPID --value {unit}")
+    lines = on_host(f"ps -o rss=,args= --ppid {main_pid}", check=False).splitlines()
+    return [int(line.split()[0]) / 1024 for line in lines if line.strip() and "resource_tracker" not in line]
+
+
+# --- Load ----------------------------------------------------------------------------------------
+
+def raise_open_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def wrk(url: str, concurrency: int, duration: float, timeout: float) -> dict:
+    threads = min(os.cpu_count() or 1, concurrency)
+    result = sh("wrk", f"--threads={threads}", f"--connections={concurrency}", f"--duration={duration}s",
+                f"--timeout={timeout}s", "--script", str(REPO / "tools" / "wrk-report.lua"), url,
+                check=False, preexec_fn=raise_open_files)
+    found = re.search(r"^wrk-report (\{.*\})$", result.stdout, re.MULTILINE)
+    if not found:
+        sys.exit(f"benchmark: wrk printed no report for {url}:\n{result.stdout}\n{result.stderr}")
+    return json.loads(found.group(1))
+
+
+def summarise(test: str, concurrency: int, reports: list[dict]) -> Run:
+    """The median run by requests/s (2xx answers per second) stands for the repetitions."""
+    def ok_rps(r: dict) -> float:
+        return (r["requests"] - r["status"]) / (r["duration_us"] / 1e6)
+
+    ordered = sorted(reports, key=ok_rps)
+    median = ordered[(len(ordered) - 1) // 2]
+    kinds = {k: median[k] for k in ("connect", "read", "write", "status", "timeout") if median[k]}
+    return Run(test, concurrency, round(ok_rps(median), 1), round(median["p50_us"] / 1000, 1),
+               round(median["p99_us"] / 1000, 1), sum(kinds.values()), kinds, median["requests"],
+               [round(ok_rps(r), 1) for r in reports])
+
+
+def measure(server: Server, port: int, args) -> list[Run]:
+    base = f"http://127.0.0.1:{port}"
+    wrk(f"{base}/json", 32, 2, args.timeout)  # warm every worker up
+    runs = []
+    plan = [("io", c, f"{base}/io?delay={args.latency}") for c in args.concurrency]
+    plan.append(("json", args.json_concurrency, f"{base}/json"))
+    for test, concurrency, url in plan:
+        reports = []
+        for _ in range(args.repeat):
+            reports.append(wrk(url, concurrency, args.duration, args.timeout))
+            time.sleep(1)  # let closing connections drain before the next run
+        run = summarise(test, concurrency, reports)
+        print(f"  {server.key:15} {test:4} c={concurrency:<6} {run.rps:9.1f} req/s  p50 {run.p50_ms} ms  "
+              f"p99 {run.p99_ms} ms  errors {run.errors}  (runs: {run.runs})", flush=True)
+        runs.append(run)
+    return runs
+
+
+# --- WebSockets ------------------------------------------------------------------------------------
+
+def hold_websockets(step: int, limit: int, unit: str) -> dict:
+    """Add `step` connections per process until one fails to echo or `limit` are held."""
+    url = f"ws://127.0.0.1:{ROLE_PORT}/ws"
+    before = sum(worker_rss_mb(unit))
+    processes: list[subprocess.Popen] = []
+    levels = []
+    held = 0
+    try:
+        while held + step <= limit:
+            number = len(processes)
+            started = time.monotonic()
+            process = subprocess.Popen(
+                [sys.executable, str(REPO / "tests" / "probes.py"), "hold", url, "--count", str(step),
+                 "--local-address", f"127.0.0.{2 + number}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=raise_open_files)
+            first = json.loads(process.stdout.readline() or "{}")
+            processes.append(process)
+            # Every connection held so far must still echo, not only the new ones.
+            reports = [first]
+            for other in processes[:-1]:
+                other.stdin.write("echo\n")
+                other.stdin.flush()
+                reports.append(json.loads(other.stdout.readline() or "{}"))
+            opened = sum(r.get("opened", 0) for r in reports)
+            echoed = sum(r.get("echoed", 0) for r in reports)
+            failed = sum(r.get("refused", step) for r in reports[:1]) + sum(r.get("lost", 0) for r in reports)
+            rss = sum(worker_rss_mb(unit))
+            level = {"connections": opened, "echoed": echoed, "failed": failed,
+                     "workers_rss_mb": round(rss, 1), "seconds": round(time.monotonic() - started, 1)}
+            levels.append(level)
+            print(f"  websockets: {opened} open, {echoed} echoed, {failed} failed, "
+                  f"workers {rss:.0f} MB ({level['seconds']} s)", flush=True)
+            if failed or echoed != opened:
+                break
+            held = opened
+    finally:
+        for process in processes:
+            process.stdin.close()
+        for process in processes:
+            process.wait(timeout=60)
+    top = next((lv for lv in reversed(levels) if lv["failed"] == 0), None)
+    return {
+        "held": held,
+        "limit": limit,
+        "stopped_by": "limit" if held + step > limit and levels and levels[-1]["failed"] == 0 else "failure",
+        "kib_per_connection": round((top["workers_rss_mb"] - before) * 1024 / top["connections"], 1) if top else None,
+        "workers_rss_before_mb": round(before, 1),
+        "levels": levels,
+    }
+
+
+# --- Report -------------------------------------------------------------------------------------------
+
+def ceilings(results: dict, latency: float) -> dict[str, float]:
+    """Per I/O concurrency: min(concurrency / latency, bare uvicorn's JSON requests/s)."""
+    json_capacity = next(r["rps"] for r in results["servers"]["uvicorn"]["runs"] if r["test"] == "json")
+    io_levels = sorted({r["concurrency"] for s in results["servers"].values() for r in s["runs"] if r["test"] == "io"})
+    return {str(c): round(min(c / latency, json_capacity), 1) for c in io_levels}
+
+
+def table(results: dict) -> str:
+    ceiling = results["ceilings"]
+    header = ["server", "workers", "test", "concurrency", "req/s", "% of ceiling", "p50 ms", "p99 ms",
+              "errors", "RSS/worker MB"]
+    rows = []
+    for server in results["servers"].values():
+        for run in server["runs"]:
+            share = (f"{100 * run['rps'] / ceiling[str(run['concurrency'])]:.0f} %"
+                     if run["test"] == "io" else "-")
+            test = f"I/O {results['latency'] * 1000:.0f} ms" if run["test"] == "io" else "JSON"
+            errors = str(run["errors"]) + (
+                " (" + ", ".join(f"{k} {v}" for k, v in run["error_kinds"].items()) + ")" if run["errors"] else "")
+            rows.append([server["label"], str(server["workers"]), test, f"{run['concurrency']:,}",
+                         f"{run['rps']:,.0f}", share, f"{run['p50_ms']:,.1f}", f"{run['p99_ms']:,.1f}",
+                         errors, f"{server['rss_mb']:.0f}"])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    numeric = {3, 4, 5, 6, 7, 9}
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in numeric else ("-" * (w + 2))
+                         for i, w in enumerate(widths)) + "|"
+    ceiling_row = ", ".join(f"{int(c):,}: {v:,.0f} req/s" for c, v in ceiling.items())
+    return "\n".join([line(header), rule, *(line(r) for r in rows), "",
+                      f"Ceiling of the I/O rows by concurrency: {ceiling_row}."])
+
+
+def targets(results: dict) -> list[tuple[str, bool, str]]:
+    """The issue's targets, each (what, met, measured), for the rows this run measured."""
+    runs = {k: {(r["test"], r["concurrency"]): r for r in s["runs"]} for k, s in results["servers"].items()}
+    ours, bare = runs.get("uvicorn_worker", {}), runs.get("uvicorn", {})
+    ceiling = results.get("ceilings", {})
+    checks = []
+    for concurrency, floor in ((100, 95), (1000, 95), (10000, 90)):
+        run = ours.get(("io", concurrency))
+        if run and str(concurrency) in ceiling:
+            share = 100 * run["rps"] / ceiling[str(concurrency)]
+            checks.append((f"UvicornWorker I/O at {concurrency:,} clients >= {floor} % of the ceiling",
+                           share >= floor, f"{share:.0f} %"))
+    ours_json = next((r for (test, _), r in ours.items() if test == "json"), None)
+    bare_json = next((r for (test, _), r in bare.items() if test == "json"), None)
+    if ours_json and bare_json:
+        share = 100 * ours_json["rps"] / bare_json["rps"]
+        checks.append(("UvicornWorker JSON >= 90 % of bare uvicorn, access log on", share >= 90, f"{share:.0f} %"))
+    ws = results.get("websockets")
+    if ws:
+        checks.append(("WebSockets held by one deployment >= 10,000, 0 errors",
+                       ws["held"] >= 10000, f"{ws['held']:,} held"))
+    converge = results["converge"]
+    checks.append(("first converge <= 90 s", converge["first_s"] <= 90, f"{converge['first_s']:.0f} s"))
+    checks.append(("no-change re-run <= 10 s with 0 changed",
+                   converge["rerun_s"] <= 10 and converge["rerun_changed"] == 0,
+                   f"{converge['rerun_s']:.1f} s, changed={converge['rerun_changed']}"))
+    return checks
+
+
+def render_markdown(results: dict) -> str:
+    m = results["machine"]
+    ws = results.get("websockets") or {}
+    lines = [
+        "# Benchmark: gunicorn worker types on a host the role deployed",
+        "",
+        f"Made by `make bench` on {results['date']}: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
+        f"kernel {m['kernel']}, open files per process {m['open_files_soft']:,} (hard {m['open_files_hard']:,}), "
+        f"{m['wrk']}. Load generator and servers share the machine's cores, over loopback.",
+        "",
+        f"Each figure is the median of {results['repeat']} wrk runs of {results['duration']} s "
+        f"(requests/s counts 2xx answers; wrk gives up on a request after {results['timeout']} s, "
+        "which counts as an error). The I/O endpoint waits "
+        f"{results['latency'] * 1000:.0f} ms (asyncio.sleep, or time.sleep in the WSGI twin).",
+        "",
+        table(results),
+        "",
+        "![requests per second by server](worker-types.png)",
+        "",
+        "## WebSockets",
+        "",
+        (f"One deployment (UvicornWorker, {results['servers']['uvicorn_worker']['workers']} workers) held "
+         f"{ws['held']:,} WebSockets, every one still echoing (stopped by: {ws['stopped_by']}); "
+         f"about {ws['kib_per_connection']} KiB of worker memory per connection."
+         if ws else "Not measured in this run."),
+        "",
+        "## The role's own cost",
+        "",
+        f"First converge {results['converge']['first_s']:.0f} s; no-change re-run "
+        f"{results['converge']['rerun_s']:.1f} s with changed={results['converge']['rerun_changed']}.",
+        "",
+        "## Targets",
+        "",
+        *(f"- {'met' if ok else 'NOT met'}: {name} ({value})" for name, ok, value in targets(results)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    servers_ = list(results["servers"].values())
+    tests = [(r["test"], r["concurrency"]) for r in servers_[0]["runs"]]
+    names = [f"I/O, {c:,} clients" if t == "io" else f"JSON, {c:,} clients" for t, c in tests]
+    width = 0.8 / len(servers_)
+    figure, axes = plt.subplots(figsize=(11, 5.5), dpi=110)
+    for index, server in enumerate(servers_):
+        values = [next(r["rps"] for r in server["runs"] if (r["test"], r["concurrency"]) == t) for t in tests]
+        positions = [g + (index - (len(servers_) - 1) / 2) * width for g in range(len(tests))]
+        axes.bar(positions, [max(v, 0.5) for v in values], width, label=server["label"])
+    for group, (test, concurrency) in enumerate(tests):
+        if test == "io":
+            value = results["ceilings"][str(concurrency)]
+            axes.hlines(value, group - 0.45, group + 0.45, colors="black", linestyles="dashed",
+                        label="ceiling: min(clients / latency, JSON capacity)" if group == 0 else None)
+    axes.set_yscale("log")
+    axes.set_xticks(range(len(tests)), names)
+    axes.set_ylabel("requests per second (log scale)")
+    m = results["machine"]
+    axes.set_title(f"{results['latency'] * 1000:.0f} ms I/O endpoint and JSON endpoint, "
+                   f"{m['cores']} cores, median of {results['repeat']} runs")
+    axes.legend(fontsize=8, loc="upper left")
+    axes.grid(axis="y", which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, out / "worker-types.png")
+    (out / "README.md").write_text(render_markdown(results))
+
+
+# --- The run ------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds the I/O endpoint waits")
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[100, 1000, 10000], help="I/O concurrencies, comma-separated")
+    parser.add_argument("--json-concurrency", type=int, default=256)
+    parser.add_argument("--duration", type=int, default=6, help="seconds of each wrk run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median reported)")
+    parser.add_argument("--timeout", type=int, default=2, help="wrk's per-request timeout, seconds")
+    parser.add_argument("--ws-step", type=int, default=2500, help="WebSockets added per step")
+    parser.add_argument("--ws-limit", type=int, default=20000, help="stop adding WebSockets here")
+    parser.add_argument("--only", help="comma-separated server keys (default: all)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--keep", action="store_true", help="leave the test host running")
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    started = time.monotonic()
+    facts = machine()
+    print(f"benchmark: {facts['cores']} cores, {facts['memory_gib']} GiB, open files "
+          f"{facts['open_files_soft']}/{facts['open_files_hard']}, {facts['wrk']}", flush=True)
+
+    sh(str(REPO / "tools" / "test-host.sh"), HOST, "host", capture=False)
+    playbook("tools/prepare-test-host.yml")
+    first_s, first = deploy()
+    rerun_s, rerun = deploy()
+    print(f"benchmark: first converge {first_s:.1f} s (changed={first.get('changed')}), "
+          f"no-change re-run {rerun_s:.1f} s (changed={rerun.get('changed')})", flush=True)
+
+    cores = int(on_host("nproc"))
+    role_workers = int(re.search(r"^workers = (\d+)", on_host(f"cat /etc/{APP}/gunicorn_config.py"),
+                                 re.MULTILINE).group(1))
+    chosen = set(args.only.split(",")) if args.only else None
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d"), "machine": facts, "latency": args.latency,
+        "duration": args.duration, "repeat": args.repeat, "timeout": args.timeout,
+        "converge": {"first_s": round(first_s, 1), "first_changed": first.get("changed"),
+                     "rerun_s": round(rerun_s, 1), "rerun_changed": rerun.get("changed")},
+        "servers": {},
+    }
+    role_units = (f"{APP}.service", f"{APP}.socket")
+    for server in servers(cores, role_workers, args.latency):
+        if chosen and server.key not in chosen:
+            continue
+        print(f"benchmark: {server.label} ({server.workers} workers)", flush=True)
+        if server.worker_class:
+            if server.worker_class != "uvicorn_worker.UvicornWorker":
+                deploy(server.worker_class)
+            on_host(f"systemctl start {' '.join(role_units)}")
+            wait_ready(server.port)
+            unit = role_units[0]
+        else:
+            stop_unit(*role_units)
+            unit = start_transient(server)
+        runs = measure(server, server.port, args)
+        rss = worker_rss_mb(unit)
+        results["servers"][server.key] = {**asdict(server), "runs": [asdict(r) for r in runs],
+                                          "rss_mb": round(statistics.median(rss), 1) if rss else 0.0}
+        if server.key == "uvicorn_worker" and args.ws_limit:
+            results["websockets"] = hold_websockets(args.ws_step, args.ws_limit, unit)
+        if server.worker_class:
+            stop_unit(*role_units)
+        else:
+            stop_unit(unit)
+
+    if "uvicorn" in results["servers"]:
+        results["ceilings"] = ceilings(results, args.latency)
+        results["targets"] = [{"target": n, "met": ok, "value": v} for n, ok, v in targets(results)]
+        write(results, args.out)
+        print("\n" + table(results) + "\n")
+        for name, ok, value in targets(results):
+            print(f"{'met    ' if ok else 'NOT met'}  {name}: {value}")
+    if not args.keep:
+        sh("docker", "rm", "-f", HOST, check=False)
+    print(f"\nbenchmark: done in {(time.monotonic() - started) / 60:.1f} min; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
