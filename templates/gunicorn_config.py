@@ -32,6 +32,7 @@ import sys  # noqa: E402
 
 from gunicorn.arbiter import Arbiter  # noqa: E402
 from uvicorn import Server  # noqa: E402
+from uvicorn.protocols.http.auto import AutoHTTPProtocol  # noqa: E402
 from uvicorn_worker import UvicornWorker as _UvicornWorkerBase  # noqa: E402
 
 
@@ -42,23 +43,43 @@ class _Server(Server):
 
     async def shutdown(self, sockets=None):
         self.shutting_down.set()
-        # Stop accepting, then give connections this worker accepted but has not read a request
-        # from yet (no request cycle) up to half a second to deliver it: Uvicorn's shutdown
-        # would close them unanswered.
+        # Stop accepting, then give HTTP connections up to half a second to leave on their own
+        # before Uvicorn's shutdown closes them: one accepted but not read yet (no request cycle)
+        # or idle between kept-alive requests gets to deliver its next request, and every
+        # request answered from now on says "Connection: close" (see _HTTPProtocol), so the
+        # client reconnects to a live worker instead of writing into a socket closed under it.
         for server in self.servers:
             server.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 0.5
-        while loop.time() < deadline and any(
-            getattr(connection, "cycle", False) is None for connection in self.server_state.connections
-        ):
+        while loop.time() < deadline:
+            waiting = False
+            for connection in self.server_state.connections:
+                cycle = getattr(connection, "cycle", False)  # False: a WebSocket
+                if cycle is None or (cycle and cycle.response_complete):
+                    waiting = True
+                elif cycle:
+                    cycle.keep_alive = False
+            if not waiting:
+                break
             await asyncio.sleep(0.01)
         await super().shutdown(sockets=sockets)
+
+
+class _HTTPProtocol(AutoHTTPProtocol):
+    def data_received(self, data):
+        super().data_received(data)
+        # A request that arrives once the worker is stopping is answered with "Connection: close".
+        cycle = self.cycle
+        shutting_down = self.app_state.get("asgi_app_shutdown")
+        if cycle is not None and not cycle.response_started and shutting_down and shutting_down.is_set():
+            cycle.keep_alive = False
 
 
 class UvicornWorker(_UvicornWorkerBase):
     CONFIG_KWARGS = {
         **_UvicornWorkerBase.CONFIG_KWARGS,
+        "http": _HTTPProtocol,
         "timeout_graceful_shutdown": 25,
     }
 

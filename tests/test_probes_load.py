@@ -8,6 +8,7 @@ no request, closes WebSockets with 1012 and lets SSE streams end cleanly.
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,38 +56,44 @@ def wait_for(condition, seconds: float, what: str) -> None:
 
 
 @pytest.fixture
-def gunicorn(tmp_path, render):
-    """A gunicorn master serving the example app with two workers: (base_url, process)."""
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
-    config = tmp_path / "gunicorn_config.py"
-    config.write_text(render("gunicorn_config.py.j2", TWO_CPUS, asgi_app_name="example",
-                             asgi_app_module="example_app.main:app", asgi_app_src="examples/app"))
-    # The role's config, with what belongs to the host overridden on the command line; started
-    # in the app's directory as systemd would. --no-control-socket: gunicorn >= 24 otherwise
-    # creates ~/.gunicorn/gunicorn.ctl.
-    command = [str(GUNICORN), "--config", str(config), "-w", "2", "-b", f"127.0.0.1:{port}",
-               "--worker-tmp-dir", str(tmp_path), "--no-control-socket"]
-    with open(log, "w") as output:
-        # No __pycache__ in examples/app: the scenarios copy that directory onto their hosts.
-        process = subprocess.Popen(command, cwd=REPO / "examples" / "app", stdout=output,
-                                   stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-                                   start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
+def start_gunicorn(tmp_path, render):
+    """start_gunicorn(*extra_args) -> (base_url, process): a gunicorn master serving the example
+    app with two workers, the role's gunicorn_config.py, and its log in tmp_path/gunicorn.log."""
+    processes = []
 
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            return httpx.get(base_url + "/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+    def start(*extra_args: str):
+        port = free_port()
+        log = tmp_path / "gunicorn.log"
+        config = tmp_path / "gunicorn_config.py"
+        config.write_text(render("gunicorn_config.py.j2", TWO_CPUS, asgi_app_name="example",
+                                 asgi_app_module="example_app.main:app", asgi_app_src="examples/app"))
+        # The role's config, with what belongs to the host overridden on the command line; started
+        # in the app's directory as systemd would. --no-control-socket: gunicorn >= 24 otherwise
+        # creates ~/.gunicorn/gunicorn.ctl.
+        command = [str(GUNICORN), "--config", str(config), "-w", "2", "-b", f"127.0.0.1:{port}",
+                   "--worker-tmp-dir", str(tmp_path), "--no-control-socket", *extra_args]
+        with open(log, "w") as output:
+            # No __pycache__ in examples/app: the scenarios copy that directory onto their hosts.
+            process = subprocess.Popen(command, cwd=REPO / "examples" / "app", stdout=output,
+                                       stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                                       start_new_session=True)
+        processes.append(process)
+        base_url = f"http://127.0.0.1:{port}"
 
-    try:
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                return httpx.get(base_url + "/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
         wait_for(answers, 20, "/health")
-        yield base_url, process
-    finally:
+        return base_url, process
+
+    yield start
+    for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
@@ -98,6 +105,12 @@ def gunicorn(tmp_path, render):
         except ProcessLookupError:
             pass
         process.wait(5)
+
+
+@pytest.fixture
+def gunicorn(start_gunicorn):
+    """A gunicorn master serving the example app with two workers: (base_url, process)."""
+    return start_gunicorn()
 
 
 def test_load_without_an_event(gunicorn, tmp_path):
@@ -281,3 +294,18 @@ def test_hold_websockets(gunicorn):
     assert len(reports) == 3  # once all are open, then once per "echo"
     for report in reports:
         assert report == {"opened": 60, "refused": 0, "echoed": 60, "lost": 0, "errors": {}}
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make unit installs it)")
+def test_recycled_workers_drop_no_kept_alive_request(start_gunicorn):
+    """max_requests replaces workers while wrk keeps connections alive: the worker that stops
+    answers its last requests with "Connection: close" and wrk reconnects; no read error."""
+    base_url, master = start_gunicorn("--max-requests", "400", "--max-requests-jitter", "50")
+    first = children(master.pid)
+    result = subprocess.run(["wrk", "-t2", "-c32", "-d4s", "--script", str(REPO / "tools" / "wrk-report.lua"),
+                             f"{base_url}/json"], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.split("wrk-report ", 1)[1])
+    assert report["requests"] > 3000  # so each worker was replaced several times
+    assert not children(master.pid) & first
+    errors = {kind: report[kind] for kind in ("connect", "read", "write", "status", "timeout")}
+    assert errors == {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}, report
