@@ -98,11 +98,22 @@ def test_written_report_has_the_table_the_chart_and_the_targets(tmp_path):
     assert "![requests per second by server](worker-types.png)" in markdown
     assert "held 12,500 WebSockets" in markdown and "41.5 KiB" in markdown
     assert "- NOT met: UvicornWorker I/O at 10,000 clients >= 90 % of the ceiling (80 %)" in markdown
+    assert "## Access log\n\nNot measured in this run." in markdown
+
     assert json.loads((tmp_path / "results.json").read_text()) == data
     png = (tmp_path / "worker-types.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert width > 800 and height > 400
+
+
+def test_access_log_sentence():
+    kept = bench.access_log_sentence({"answered": 1000, "journal_lines": 1003, "suppressed": None})
+    assert "wrk counted 1,000 answers and the journal holds 1,003 access lines" in kept
+    assert "every answer has its line" in kept and "journald suppressed nothing" in kept
+    lost = bench.access_log_sentence({"answered": 1000, "journal_lines": 400,
+                                      "suppressed": "Suppressed 600 messages from bench.service"})
+    assert "600 answers have no line" in lost and "journald said: Suppressed 600 messages" in lost
 
 
 @pytest.fixture

@@ -200,9 +200,10 @@ def summarise(test: str, concurrency: int, reports: list[dict]) -> Run:
                [round(ok_rps(r), 1) for r in reports])
 
 
-def measure(server: Server, port: int, args) -> list[Run]:
+def measure(server: Server, port: int, args) -> tuple[list[Run], int]:
+    """The runs of one server, and how many answers wrk counted in all (warm-up included)."""
     base = f"http://127.0.0.1:{port}"
-    wrk(f"{base}/json", 32, 2, args.timeout)  # warm every worker up
+    answered = wrk(f"{base}/json", 32, 2, args.timeout)["requests"]  # warm every worker up
     runs = []
     plan = [("io", c, f"{base}/io?delay={args.latency}") for c in args.concurrency]
     plan.append(("json", args.json_concurrency, f"{base}/json"))
@@ -212,10 +213,20 @@ def measure(server: Server, port: int, args) -> list[Run]:
             reports.append(wrk(url, concurrency, args.duration, args.timeout))
             time.sleep(1)  # let closing connections drain before the next run
         run = summarise(test, concurrency, reports)
+        answered += sum(report["requests"] for report in reports)
         print(f"  {server.key:15} {test:4} c={concurrency:<6} {run.rps:9.1f} req/s  p50 {run.p50_ms} ms  "
               f"p99 {run.p99_ms} ms  errors {run.errors}  (runs: {run.runs})", flush=True)
         runs.append(run)
-    return runs
+    return runs, answered
+
+
+def access_log_kept_up(unit: str, since: int, answered: int) -> dict:
+    """Did every answer reach the journal as an access line, and did journald drop any?"""
+    time.sleep(1)  # the last batch of lines
+    journal = f"journalctl --no-pager -o cat --since @{since}"
+    lines = int(on_host(f"{journal} -u {unit} | grep -c 'HTTP/1.1\" [0-9]' || true"))
+    suppressed = on_host(f"{journal} | grep -i 'suppressed' | grep {unit} || true")
+    return {"answered": answered, "journal_lines": lines, "suppressed": suppressed or None}
 
 
 # --- WebSockets ------------------------------------------------------------------------------------
@@ -337,6 +348,17 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
+def access_log_sentence(log: dict | None) -> str:
+    if not log:
+        return "Not measured in this run."
+    kept = "every answer has its line" if log["journal_lines"] >= log["answered"] else (
+        f"{log['answered'] - log['journal_lines']:,} answers have no line")
+    dropped = f"journald said: {log['suppressed']}" if log["suppressed"] else "journald suppressed nothing"
+    return (f"During the UvicornWorker row wrk counted {log['answered']:,} answers and the journal holds "
+            f"{log['journal_lines']:,} access lines from the service ({kept}; the journal also has the lines "
+            f"of requests still in flight when a run ended); {dropped}.")
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     ws = results.get("websockets") or {}
@@ -362,6 +384,10 @@ def render_markdown(results: dict) -> str:
          f"{ws['held']:,} WebSockets, every one still echoing (stopped by: {ws['stopped_by']}); "
          f"about {ws['kib_per_connection']} KiB of worker memory per connection."
          if ws else "Not measured in this run."),
+        "",
+        "## Access log",
+        "",
+        access_log_sentence(results.get("access_log")),
         "",
         "## The role's own cost",
         "",
@@ -424,11 +450,11 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
                         default=[100, 1000, 10000], help="I/O concurrencies, comma-separated")
     parser.add_argument("--json-concurrency", type=int, default=256)
-    parser.add_argument("--duration", type=int, default=6, help="seconds of each wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds of each wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median reported)")
-    parser.add_argument("--timeout", type=int, default=2, help="wrk's per-request timeout, seconds")
-    parser.add_argument("--ws-step", type=int, default=2500, help="WebSockets added per step")
-    parser.add_argument("--ws-limit", type=int, default=20000, help="stop adding WebSockets here")
+    parser.add_argument("--timeout", type=int, default=10, help="wrk's per-request timeout, seconds")
+    parser.add_argument("--ws-step", type=int, default=5000, help="WebSockets added per step")
+    parser.add_argument("--ws-limit", type=int, default=40000, help="stop adding WebSockets here")
     parser.add_argument("--only", help="comma-separated server keys (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--keep", action="store_true", help="leave the test host running")
@@ -474,10 +500,14 @@ def main() -> int:
         else:
             stop_unit(*role_units)
             unit = start_transient(server)
-        runs = measure(server, server.port, args)
+        since = int(time.time())
+        runs, answered = measure(server, server.port, args)
         rss = worker_rss_mb(unit)
         results["servers"][server.key] = {**asdict(server), "runs": [asdict(r) for r in runs],
                                           "rss_mb": round(statistics.median(rss), 1) if rss else 0.0}
+        if server.key == "uvicorn_worker":
+            results["access_log"] = access_log_kept_up(unit, since, answered)
+            print(f"  access log: {results['access_log']}", flush=True)
         if server.key == "uvicorn_worker" and args.ws_limit:
             results["websockets"] = hold_websockets(args.ws_step, args.ws_limit, unit)
         if server.worker_class:

@@ -1,5 +1,7 @@
 """What a user of the deployed app would check, on the host and over the network."""
 
+import time
+
 import probes
 
 
@@ -51,6 +53,21 @@ def test_running_workers_are_uvicorn_workers(host, service, journal, process, wo
     # The class that runs is the config's subclass of uvicorn_worker.UvicornWorker.
     config = host.file(f"/etc/{service['user']}/gunicorn_config.py").content_string
     assert "from uvicorn_worker import UvicornWorker as _UvicornWorkerBase" in config
+
+
+def test_each_request_reaches_the_journal_as_one_access_line(journal, app_url):
+    """Access lines are written in batches: each arrives, whole, a fraction of a second later."""
+    marker = f"access-{time.time_ns()}"
+    for number in range(3):
+        assert probes.http_get(f"{app_url}/health?probe={marker}-{number}").status == 200
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [line for line in journal().splitlines() if marker in line]
+        if len(lines) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert sorted(line.split(" - ", 1)[1] for line in lines) == [
+        f'"GET /health?probe={marker}-{number} HTTP/1.1" 200' for number in range(3)]
 
 
 def test_config_passes_gunicorn_check_config(host, app_name):
