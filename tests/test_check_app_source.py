@@ -92,3 +92,25 @@ def test_command_line_json_has_findings_and_digest(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     result = json.loads(out)
     assert result["findings"] == [] and len(result["digest"]) == 64
+
+
+@pytest.mark.parametrize("name", ["gevent_app", "blocking_app", "clean_app"])
+def test_the_role_runs_the_same_check_in_ansibles_process(name):
+    """plugins/filter/asgi_app_source.py calls this script's code: same findings, same digest
+    (releases keep their names), without a command on the controller."""
+    import json
+
+    source_filter = load_module("asgi_app_source_filter", REPO / "plugins" / "filter" / "asgi_app_source.py")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--json", str(FIXTURES / name)],
+                         capture_output=True, text=True, check=False).stdout
+    assert source_filter.source_check(str(FIXTURES / name), str(SCRIPT)) == json.loads(out)
+
+
+def test_a_source_it_cannot_read_fails_naming_it(tmp_path):
+    from ansible.errors import AnsibleFilterError
+
+    source_filter = load_module("asgi_app_source_filter", REPO / "plugins" / "filter" / "asgi_app_source.py")
+    package = tmp_path / "myapp-1.0.txt"
+    package.write_text("not an archive")
+    with pytest.raises(AnsibleFilterError, match="myapp-1.0.txt"):
+        source_filter.source_check(str(package), str(SCRIPT))

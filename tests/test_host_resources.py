@@ -19,8 +19,9 @@ def make_tree(root, files):
     return root
 
 
-def base(online="0-7", allowed="0-7", cgroup="0::/init.scope\n"):
+def base(online="0-7", allowed="0-7", cgroup="0::/init.scope\n", pid1="systemd"):
     return {
+        "/proc/1/comm": pid1 + "\n",
         "/sys/devices/system/cpu/online": online + "\n",
         "/proc/1/status": f"Name:\tsystemd\nCpus_allowed_list:\t{allowed}\n",
         "/proc/1/cgroup": cgroup,
@@ -29,12 +30,58 @@ def base(online="0-7", allowed="0-7", cgroup="0::/init.scope\n"):
     }
 
 
-def test_bare_metal_cgroup_v2(tmp_path, host_resources):
+@pytest.fixture
+def importable(monkeypatch, host_resources):
+    """Pretend that only the given modules are importable by the interpreter running the script."""
+
+    def only(*names):
+        monkeypatch.setattr(host_resources.importlib.util, "find_spec",
+                            lambda name: object() if name in names else None)
+
+    return only
+
+
+def test_bare_metal_cgroup_v2(tmp_path, host_resources, importable):
+    importable("ensurepip", "packaging")
     root = make_tree(tmp_path, {**base(), "/sys/fs/cgroup/cpu.max": "max 100000\n",
                                 "/sys/fs/cgroup/system.slice/cpu.max": "max 100000\n"})
     assert host_resources.collect(str(root)) == {
-        "online_cpus": 8, "affinity_cpus": 8, "cpu_quota": None, "memory_mb": 16000,
-        "nofile_hard": 524288}
+        "service_manager": "systemd", "online_cpus": 8, "affinity_cpus": 8, "cpu_quota": None,
+        "memory_mb": 16000, "nofile_hard": 524288, "python_venv": True}
+
+
+@pytest.mark.parametrize("pid1, run_systemd, manager", [
+    ("systemd", True, "systemd"),
+    # A container whose PID 1 is a plain command, as the guardrails scenario starts one.
+    ("sleep", False, "sleep"),
+    ("tini", False, "tini"),
+    # PID 1 still named after /sbin/init: systemd's runtime directory decides.
+    ("init", True, "systemd"),
+    ("init", False, "init"),
+    (None, False, "unknown"),
+])
+def test_service_manager(tmp_path, host_resources, pid1, run_systemd, manager):
+    files = base()
+    if pid1 is None:
+        del files["/proc/1/comm"]
+    else:
+        files["/proc/1/comm"] = pid1 + "\n"
+    root = make_tree(tmp_path, files)
+    if run_systemd:
+        (root / "run" / "systemd" / "system").mkdir(parents=True)
+    assert host_resources.collect(str(root))["service_manager"] == manager
+
+
+@pytest.mark.parametrize("modules, ready", [
+    (("ensurepip", "packaging"), True),
+    # Debian's python3.X without python3.X-venv has no ensurepip: `python3 -m venv` fails.
+    (("packaging",), False),
+    (("ensurepip",), False),
+    ((), False),
+])
+def test_python_venv_support(tmp_path, host_resources, importable, modules, ready):
+    importable(*modules)
+    assert host_resources.collect(str(make_tree(tmp_path, base())))["python_venv"] is ready
 
 
 def test_affinity_of_the_service_manager(tmp_path, host_resources):
@@ -83,6 +130,35 @@ def test_unlimited_v1_memory_is_no_limit(tmp_path, host_resources):
     assert host_resources.collect(str(make_tree(tmp_path, files)))["memory_mb"] == 16000
 
 
+def test_releases_and_current_of_the_app(tmp_path, host_resources):
+    """What release.yml, switch.yml and prune.yml read of asgi_app_root: as prune's find lists
+    them (directories, not hidden, links not followed), each with its .complete marker."""
+    root = make_tree(tmp_path, {**base(),
+                                "/opt/app/releases/aaa/.complete": "ok\n",
+                                "/opt/app/releases/bbb/venv/bin/python": "",
+                                "/opt/app/releases/.tmp/x": "",
+                                "/opt/app/releases/notes.txt": ""})
+    releases = root / "opt" / "app" / "releases"
+    (releases / "link").symlink_to(releases / "aaa")
+    (root / "opt" / "app" / "current").symlink_to("/opt/app/releases/aaa")
+    app = host_resources.collect(str(root), "/opt/app")["app"]
+    assert app["current"] == "/opt/app/releases/aaa"
+    assert [(r["path"], r["complete"]) for r in app["releases"]] == [
+        ("/opt/app/releases/aaa", True), ("/opt/app/releases/bbb", False)]
+    assert app["releases"][0]["mtime"] == (releases / "aaa").stat().st_mtime
+
+
+def test_a_first_deploy_finds_no_release(tmp_path, host_resources):
+    root = make_tree(tmp_path, base())
+    assert host_resources.collect(str(root), "/opt/app")["app"] == {"releases": [], "current": ""}
+    assert "app" not in host_resources.collect(str(root))
+
+
+def test_current_as_a_directory_is_no_running_release(tmp_path, host_resources):
+    root = make_tree(tmp_path, {**base(), "/opt/app/current/app.py": ""})
+    assert host_resources.collect(str(root), "/opt/app")["app"]["current"] == ""
+
+
 @pytest.mark.parametrize("text, count", [("0", 1), ("0-3", 4), ("0-3,8,10-11", 7), ("", 0)])
 def test_cpu_lists(host_resources, text, count):
     assert host_resources.count_cpu_list(text) == count
@@ -92,7 +168,11 @@ def test_runs_as_a_script_and_prints_json(tmp_path, host_resources):
     root = make_tree(tmp_path, base(online="0-3", allowed="0-3"))
     out = subprocess.run([sys.executable, host_resources.__file__, "--root", str(root)],
                          check=True, capture_output=True, text=True).stdout
-    assert json.loads(out)["online_cpus"] == 4
+    result = json.loads(out)
+    assert result["online_cpus"] == 4
+    assert "app" not in result
+    assert result["service_manager"] == "systemd"
+    assert isinstance(result["python_venv"], bool)
 
 
 def test_feeds_the_worker_plan(tmp_path, host_resources, sizing):
@@ -101,3 +181,10 @@ def test_feeds_the_worker_plan(tmp_path, host_resources, sizing):
     plan = sizing.worker_plan(host_resources.collect(str(make_tree(tmp_path, files))), "mixed")
     assert plan["workers"] == 9
     assert "limited by cgroup CPU quota" in plan["cpus"]
+
+
+def test_runs_as_a_script_with_the_app_root(tmp_path, host_resources):
+    root = make_tree(tmp_path, {**base(), "/opt/app/releases/aaa/.complete": ""})
+    out = subprocess.run([sys.executable, host_resources.__file__, "--root", str(root),
+                          "--app-root", "/opt/app"], check=True, capture_output=True, text=True).stdout
+    assert json.loads(out)["app"]["releases"][0]["path"] == "/opt/app/releases/aaa"

@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """Print, as JSON, the resources a new systemd service on this host may really use.
 
-Read-only. CPUs: online CPUs, the CPU affinity of the service manager (PID 1, which services
-inherit) and the tightest cgroup CPU quota above the services' slice (cgroup v2 cpu.max or
-v1 cpu.cfs_quota_us). Memory: MemTotal and the tightest cgroup memory limit. Also the
-open-files hard limit services start with. Runs with the target's python3 and its standard
-library only; ``--root`` points it at a copy of /proc and /sys for tests.
+Read-only. The service manager: the name of PID 1 ("systemd" on a systemd host). CPUs: online
+CPUs, the CPU affinity of the service manager (PID 1, which services inherit) and the tightest
+cgroup CPU quota above the services' slice (cgroup v2 cpu.max or v1 cpu.cfs_quota_us). Memory:
+MemTotal and the tightest cgroup memory limit. Also the open-files hard limit services start
+with, and whether the interpreter running it already has what the role's virtualenvs need from
+the OS: ``ensurepip`` (Debian ships it only in python3.X-venv) and ``packaging`` (Ansible's pip
+module compares versions with it). With ``--app-root``, what a deploy has left there: the
+release directories (mtime, and whether their build finished: ``.complete``) and the release
+``current`` points to, so a re-run needs no other read of them. Runs with the target's python3
+(asgi_app_python) and its standard library only; ``--root`` points it at a copy of /proc, /sys
+and the app's directory for tests.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -100,7 +107,46 @@ def nofile_hard(root):
     return None
 
 
-def collect(root="/"):
+def service_manager(root):
+    """The name of PID 1. systemd names itself "systemd"; should PID 1 still be called "init",
+    systemd's runtime directory says whether systemd booted the host (sd_booted)."""
+    name = read(root, "/proc/1/comm")
+    if name in (None, "", "init") and os.path.isdir(os.path.join(root, "run/systemd/system")):
+        return "systemd"
+    return name or "unknown"
+
+
+def python_venv():
+    """True when this interpreter has what the OS packages of install.yml add to it."""
+    return all(importlib.util.find_spec(name) is not None for name in ("ensurepip", "packaging"))
+
+
+def app_state(root, app_root):
+    """The releases under APP_ROOT/releases as prune.yml's find lists them (directories, not
+    hidden, links not followed) and the release APP_ROOT/current points to ('' if none)."""
+    base = os.path.join(root, app_root.lstrip("/"))
+    releases = []
+    try:
+        entries = sorted(os.scandir(os.path.join(base, "releases")), key=lambda entry: entry.name)
+    except OSError:
+        entries = []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        releases.append({
+            "path": f"{app_root}/releases/{entry.name}",
+            "mtime": entry.stat(follow_symlinks=False).st_mtime,
+            "complete": os.path.lexists(os.path.join(entry.path, ".complete")),
+        })
+    current = ""
+    link = os.path.join(base, "current")
+    if os.path.islink(link):
+        # The role writes it as an absolute path; a relative one counts from app_root.
+        current = os.path.normpath(os.path.join(app_root, os.readlink(link)))
+    return {"releases": releases, "current": current}
+
+
+def collect(root="/", app_root=None):
     cgroups = pid1_cgroups(root)
     online = count_cpu_list(read(root, "/sys/devices/system/cpu/online")) or os.cpu_count()
     affinity = None
@@ -109,15 +155,20 @@ def collect(root="/"):
     if match:
         affinity = count_cpu_list(match.group(1))
     return {
+        "service_manager": service_manager(root),
         "online_cpus": online,
         "affinity_cpus": affinity or online,
         "cpu_quota": cpu_quota(root, cgroups),
         "memory_mb": memory_mb(root, cgroups),
         "nofile_hard": nofile_hard(root),
+        "python_venv": python_venv(),
+        **({"app": app_state(root, app_root)} if app_root else {}),
     }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="/", help="where /proc and /sys are (tests)")
-    print(json.dumps(collect(parser.parse_args().root), sort_keys=True))
+    parser.add_argument("--app-root", help="the app's directory (asgi_app_root): its releases")
+    args = parser.parse_args()
+    print(json.dumps(collect(args.root, args.app_root), sort_keys=True))
