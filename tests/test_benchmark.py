@@ -43,6 +43,9 @@ def results(rps: dict[str, list[float]], **extra) -> dict:
                         "kernel": "6.1", "cpu": "test cpu", "wrk": "wrk 4.1.0"},
             "converge": {"first_s": 44.0, "first_changed": 17, "rerun_s": 9.5, "rerun_changed": 0},
             "servers": servers, **extra}
+    data["servers"]["no_recycling"] = {
+        "key": "no_recycling", "label": "no_recycling label", "workers": 3, "rss_mb": 60.0, "io": False,
+        "runs": [bench.asdict(bench.Run("json", 256, 9000.0, 20.0, 50.0, 0, {}, 54000, [9000.0]))]}
     data["ceilings"] = bench.ceilings(data, 0.2)
     return data
 
@@ -72,6 +75,7 @@ def test_targets_are_judged_against_the_ceiling_and_bare_uvicorn():
 
 def test_targets_skip_rows_that_were_not_measured():
     partial = results({"uvicorn": RPS["uvicorn"]})
+    partial["servers"].pop("no_recycling")
     names = [name for name, _, _ in bench.targets(partial)]
     assert names == ["first converge <= 90 s", "no-change re-run <= 10 s with 0 changed"]
 
@@ -79,7 +83,7 @@ def test_targets_skip_rows_that_were_not_measured():
 def test_table_is_aligned_markdown_with_the_share_of_the_ceiling():
     lines = bench.table(results(RPS)).splitlines()
     grid = [line for line in lines if line.startswith("|")]
-    assert len(grid) == 2 + 5 * 4
+    assert len(grid) == 2 + 5 * 4 + 1
     assert len({len(line) for line in grid}) == 1
     assert set(grid[1]) <= set("|-:")
     row = [cell.strip() for cell in grid[2 + 2 * 4 + 1].strip("|").split("|")]  # UvicornWorker, I/O 1,000
@@ -99,12 +103,19 @@ def test_written_report_has_the_table_the_chart_and_the_targets(tmp_path):
     assert "held 12,500 WebSockets" in markdown and "41.5 KiB" in markdown
     assert "- NOT met: UvicornWorker I/O at 10,000 clients >= 90 % of the ceiling (80 %)" in markdown
     assert "## Access log\n\nNot measured in this run." in markdown
+    assert "Every server had answered all of a run's requests a second after it ended." in markdown
 
     assert json.loads((tmp_path / "results.json").read_text()) == data
     png = (tmp_path / "worker-types.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert width > 800 and height > 400
+
+
+def test_restarts_sentence():
+    data = results(RPS)
+    data["servers"]["sync"]["restarts"] = 4
+    assert bench.restarts_sentence(data).endswith("did not begin behind that queue: sync label 4 times.")
 
 
 def test_access_log_sentence():

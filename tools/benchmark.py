@@ -52,8 +52,9 @@ class Server:
     workers_rule: str
     port: int
     command: str = ""  # a transient unit's command; empty for the role's own deployment
-    worker_class: str = ""  # the role's asgi_app_worker_class, for the role's rows
+    role_vars: dict | None = None  # the role's deployment with these variables (None: not the role)
     workers: int = 0
+    io: bool = True  # False: the JSON endpoint only
 
 
 @dataclass
@@ -81,9 +82,12 @@ def servers(cores: int, role_workers: int, latency: float) -> list[Server]:
                f"{venv}/gunicorn example_app.wsgi:app --worker-class gthread --workers {gthread_workers} "
                f"--threads 4 --bind 127.0.0.1:{ROLE_PORT + 2} --no-control-socket", workers=gthread_workers),
         Server("uvicorn_worker", "role: gunicorn + UvicornWorker (default)", "role", ROLE_PORT,
-               worker_class="uvicorn_worker.UvicornWorker", workers=role_workers),
+               role_vars={}, workers=role_workers),
         Server("asgi", "role: gunicorn native asgi worker", "role", ROLE_PORT,
-               worker_class="asgi", workers=role_workers),
+               role_vars={"asgi_app_worker_class": "asgi"}, workers=role_workers),
+        # Not one of the five: the default without max_requests, to show what recycling costs.
+        Server("no_recycling", "role: UvicornWorker, max_requests 0", "role", ROLE_PORT,
+               role_vars={"asgi_app_max_requests": 0}, workers=role_workers, io=False),
         Server("uvicorn", "bare uvicorn --workers N, no logging", "role's N", ROLE_PORT + 5,
                f"{venv}/uvicorn example_app.main:app --workers {role_workers} --host 127.0.0.1 "
                f"--port {ROLE_PORT + 5} --no-access-log --log-level warning", workers=role_workers),
@@ -129,21 +133,25 @@ def playbook(*args: str) -> tuple[float, dict, str]:
     return elapsed, counts, result.stdout
 
 
-def deploy(worker_class: str | None = None) -> tuple[float, dict]:
-    extra = ["-e", f"asgi_app_worker_class={worker_class}"] if worker_class else []
+def deploy(role_vars: dict | None = None) -> tuple[float, dict]:
+    extra = ["-e", json.dumps(role_vars)] if role_vars else []
     elapsed, counts, _ = playbook("playbooks/deploy.yml", *extra)
     return elapsed, counts
+
+
+def answers(port: int, within: float) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=within) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def wait_ready(port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if answers(port, 2):
+            return
         time.sleep(0.3)
     sys.exit(f"benchmark: nothing answered on port {port} within {timeout:.0f} s")
 
@@ -200,24 +208,33 @@ def summarise(test: str, concurrency: int, reports: list[dict]) -> Run:
                [round(ok_rps(r), 1) for r in reports])
 
 
-def measure(server: Server, port: int, args) -> tuple[list[Run], int]:
-    """The runs of one server, and how many answers wrk counted in all (warm-up included)."""
+def measure(server: Server, port: int, restart, args) -> tuple[list[Run], int, int]:
+    """The runs of one server, how many answers wrk counted in all (warm-up included), and how
+    often the server had to be restarted between runs.
+
+    A run that ends leaves its connections behind in the server's backlog; a server that cannot
+    keep up (sync, gthread) would spend the next run answering them, and the run would measure
+    nothing. So a server that does not answer /health within a second after a run is restarted.
+    """
     base = f"http://127.0.0.1:{port}"
     answered = wrk(f"{base}/json", 32, 2, args.timeout)["requests"]  # warm every worker up
-    runs = []
-    plan = [("io", c, f"{base}/io?delay={args.latency}") for c in args.concurrency]
+    runs, restarts = [], 0
+    plan = [("io", c, f"{base}/io?delay={args.latency}") for c in args.concurrency] if server.io else []
     plan.append(("json", args.json_concurrency, f"{base}/json"))
     for test, concurrency, url in plan:
         reports = []
         for _ in range(args.repeat):
             reports.append(wrk(url, concurrency, args.duration, args.timeout))
             time.sleep(1)  # let closing connections drain before the next run
+            if not answers(port, within=1.0):
+                restarts += 1
+                restart()
         run = summarise(test, concurrency, reports)
         answered += sum(report["requests"] for report in reports)
         print(f"  {server.key:15} {test:4} c={concurrency:<6} {run.rps:9.1f} req/s  p50 {run.p50_ms} ms  "
               f"p99 {run.p99_ms} ms  errors {run.errors}  (runs: {run.runs})", flush=True)
         runs.append(run)
-    return runs, answered
+    return runs, answered, restarts
 
 
 def access_log_kept_up(unit: str, since: int, answered: int) -> dict:
@@ -348,6 +365,14 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
+def restarts_sentence(results: dict) -> str:
+    restarted = [f"{s['label']} {s['restarts']} times" for s in results["servers"].values() if s.get("restarts")]
+    if not restarted:
+        return "Every server had answered all of a run's requests a second after it ended."
+    return ("A server that was still working off a run's requests a second after it ended was "
+            "restarted, so that the next run did not begin behind that queue: " + ", ".join(restarted) + ".")
+
+
 def access_log_sentence(log: dict | None) -> str:
     if not log:
         return "Not measured in this run."
@@ -375,6 +400,14 @@ def render_markdown(results: dict) -> str:
         f"{results['latency'] * 1000:.0f} ms (asyncio.sleep, or time.sleep in the WSGI twin).",
         "",
         table(results),
+        "",
+        "p50 and p99 are those of the requests answered during a run: where a run answered fewer "
+        "requests than it had clients (sync and gthread), most clients were still waiting when it ended. "
+        "The row with max_requests 0 is the default deployment without worker recycling, on the JSON "
+        "endpoint only: the difference to the default is what replacing a worker every "
+        "max_requests (10,000 + up to 1,000) costs at this rate.",
+        "",
+        restarts_sentence(results),
         "",
         "![requests per second by server](worker-types.png)",
         "",
@@ -412,11 +445,12 @@ def chart(results: dict, path: Path) -> None:
     tests = [(r["test"], r["concurrency"]) for r in servers_[0]["runs"]]
     names = [f"I/O, {c:,} clients" if t == "io" else f"JSON, {c:,} clients" for t, c in tests]
     width = 0.8 / len(servers_)
-    figure, axes = plt.subplots(figsize=(11, 5.5), dpi=110)
+    figure, axes = plt.subplots(figsize=(11, 6.5), dpi=110)
     for index, server in enumerate(servers_):
-        values = [next(r["rps"] for r in server["runs"] if (r["test"], r["concurrency"]) == t) for t in tests]
-        positions = [g + (index - (len(servers_) - 1) / 2) * width for g in range(len(tests))]
-        axes.bar(positions, [max(v, 0.5) for v in values], width, label=server["label"])
+        measured = {(r["test"], r["concurrency"]): r["rps"] for r in server["runs"]}
+        groups = [g for g, t in enumerate(tests) if t in measured]
+        positions = [g + (index - (len(servers_) - 1) / 2) * width for g in groups]
+        axes.bar(positions, [max(measured[tests[g]], 0.5) for g in groups], width, label=server["label"])
     for group, (test, concurrency) in enumerate(tests):
         if test == "io":
             value = results["ceilings"][str(concurrency)]
@@ -428,7 +462,7 @@ def chart(results: dict, path: Path) -> None:
     m = results["machine"]
     axes.set_title(f"{results['latency'] * 1000:.0f} ms I/O endpoint and JSON endpoint, "
                    f"{m['cores']} cores, median of {results['repeat']} runs")
-    axes.legend(fontsize=8, loc="upper left")
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     axes.grid(axis="y", which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
@@ -491,26 +525,34 @@ def main() -> int:
         if chosen and server.key not in chosen:
             continue
         print(f"benchmark: {server.label} ({server.workers} workers)", flush=True)
-        if server.worker_class:
-            if server.worker_class != "uvicorn_worker.UvicornWorker":
-                deploy(server.worker_class)
+        if server.role_vars is not None:
+            if server.role_vars:  # the first converge deployed the defaults
+                deploy(server.role_vars)
             on_host(f"systemctl start {' '.join(role_units)}")
             wait_ready(server.port)
             unit = role_units[0]
+
+            def restart(unit=unit, port=server.port):
+                on_host(f"systemctl restart {unit}")
+                wait_ready(port)
         else:
             stop_unit(*role_units)
             unit = start_transient(server)
+
+            def restart(server=server):
+                start_transient(server)
         since = int(time.time())
-        runs, answered = measure(server, server.port, args)
+        runs, answered, restarts = measure(server, server.port, restart, args)
         rss = worker_rss_mb(unit)
         results["servers"][server.key] = {**asdict(server), "runs": [asdict(r) for r in runs],
+                                          "restarts": restarts,
                                           "rss_mb": round(statistics.median(rss), 1) if rss else 0.0}
         if server.key == "uvicorn_worker":
             results["access_log"] = access_log_kept_up(unit, since, answered)
             print(f"  access log: {results['access_log']}", flush=True)
         if server.key == "uvicorn_worker" and args.ws_limit:
             results["websockets"] = hold_websockets(args.ws_step, args.ws_limit, unit)
-        if server.worker_class:
+        if server.role_vars is not None:
             stop_unit(*role_units)
         else:
             stop_unit(unit)

@@ -63,9 +63,12 @@ def test_shutdown_chain_nests(host, service):
     assert service["timeout_stop"] == "16s"
 
 
-def test_no_access_log(host, journal, get_on_target):
+def test_no_access_log(host, service, journal, get_on_target):
     get_on_target(SOCKET, "/health?probe=access-log")
     assert "probe=access-log" not in journal()
+    # Errors only: journald's rate limit stays as the host has it.
+    limit = host.check_output(f"systemctl show -p LogRateLimitIntervalUSec --value {service['unit']}")
+    assert limit != "0"
 
 
 def test_config_change_reloads_and_environment_change_restarts(host):
