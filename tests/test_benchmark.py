@@ -5,6 +5,8 @@ with tools/wrk-report.lua against a local HTTP server."""
 import http.server
 import json
 import struct
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -115,7 +117,9 @@ def test_written_report_has_the_table_the_chart_and_the_targets(tmp_path):
 def test_restarts_sentence():
     data = results(RPS)
     data["servers"]["sync"]["restarts"] = 4
-    assert bench.restarts_sentence(data).endswith("did not begin behind that queue: sync label 4 times.")
+    data["servers"]["gthread"]["restarts"] = 1
+    assert bench.restarts_sentence(data).endswith(
+        "did not begin behind that queue: sync label 4 times, gthread label once.")
 
 
 def test_access_log_sentence():
@@ -123,8 +127,10 @@ def test_access_log_sentence():
     assert "wrk counted 1,000 answers and the journal holds 1,003 access lines" in kept
     assert "every answer has its line" in kept and "journald suppressed nothing" in kept
     lost = bench.access_log_sentence({"answered": 1000, "journal_lines": 400,
-                                      "suppressed": "Suppressed 600 messages from bench.service"})
-    assert "600 answers have no line" in lost and "journald said: Suppressed 600 messages" in lost
+                                      "suppressed": "Suppressed 500 messages from bench.service\n"
+                                                    "Suppressed 100 messages from bench.service"})
+    assert "600 answers have no line" in lost
+    assert "journald said: Suppressed 500 messages from bench.service; Suppressed 100 messages" in lost
 
 
 @pytest.fixture
@@ -160,3 +166,14 @@ def test_wrk_reports_through_the_lua_script(http_server):
     missing = bench.wrk(f"{http_server}/nothing", 2, 1, 2)
     assert missing["requests"] > 0 and missing["status"] == missing["requests"]
     assert bench.summarise("json", 2, [missing]).rps == 0.0
+
+
+def test_render_writes_the_report_of_saved_results(tmp_path):
+    data = results(RPS)
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    out = tmp_path / "out"
+    printed = subprocess.run([sys.executable, "tools/benchmark.py", "--render", str(tmp_path / "results.json"),
+                              "--out", str(out)], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert printed == bench.table(data) + "\n"
+    assert bench.table(data) in (out / "README.md").read_text()
+    assert (out / "worker-types.png").stat().st_size > 10_000

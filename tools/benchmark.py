@@ -366,7 +366,8 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
 
 
 def restarts_sentence(results: dict) -> str:
-    restarted = [f"{s['label']} {s['restarts']} times" for s in results["servers"].values() if s.get("restarts")]
+    restarted = [f"{s['label']} {'once' if s['restarts'] == 1 else str(s['restarts']) + ' times'}"
+                 for s in results["servers"].values() if s.get("restarts")]
     if not restarted:
         return "Every server had answered all of a run's requests a second after it ended."
     return ("A server that was still working off a run's requests a second after it ended was "
@@ -378,7 +379,9 @@ def access_log_sentence(log: dict | None) -> str:
         return "Not measured in this run."
     kept = "every answer has its line" if log["journal_lines"] >= log["answered"] else (
         f"{log['answered'] - log['journal_lines']:,} answers have no line")
-    dropped = f"journald said: {log['suppressed']}" if log["suppressed"] else "journald suppressed nothing"
+    dropped = ("journald said: " + "; ".join(log["suppressed"].splitlines()) + ". The unit asks journald "
+               "to keep every line (LogRateLimitIntervalSec=0); a journald that cannot read the unit's "
+               "cgroup attributes does not apply that" if log["suppressed"] else "journald suppressed nothing")
     return (f"During the UvicornWorker row wrk counted {log['answered']:,} answers and the journal holds "
             f"{log['journal_lines']:,} access lines from the service ({kept}; the journal also has the lines "
             f"of requests still in flight when a run ended); {dropped}.")
@@ -405,7 +408,8 @@ def render_markdown(results: dict) -> str:
         "requests than it had clients (sync and gthread), most clients were still waiting when it ended. "
         "The row with max_requests 0 is the default deployment without worker recycling, on the JSON "
         "endpoint only: the difference to the default is what replacing a worker every "
-        "max_requests (10,000 + up to 1,000) costs at this rate.",
+        "max_requests (10,000 + up to 1,000) costs at this rate. RSS/worker is the median resident "
+        "memory of a server's workers after its last run; recycled workers are younger than the others.",
         "",
         restarts_sentence(results),
         "",
@@ -444,13 +448,17 @@ def chart(results: dict, path: Path) -> None:
     servers_ = list(results["servers"].values())
     tests = [(r["test"], r["concurrency"]) for r in servers_[0]["runs"]]
     names = [f"I/O, {c:,} clients" if t == "io" else f"JSON, {c:,} clients" for t, c in tests]
+    rps = [{(r["test"], r["concurrency"]): r["rps"] for r in server["runs"]} for server in servers_]
     width = 0.8 / len(servers_)
     figure, axes = plt.subplots(figsize=(11, 6.5), dpi=110)
     for index, server in enumerate(servers_):
-        measured = {(r["test"], r["concurrency"]): r["rps"] for r in server["runs"]}
-        groups = [g for g, t in enumerate(tests) if t in measured]
-        positions = [g + (index - (len(servers_) - 1) / 2) * width for g in groups]
-        axes.bar(positions, [max(measured[tests[g]], 0.5) for g in groups], width, label=server["label"])
+        positions, values = [], []
+        for group, test in enumerate(tests):
+            present = [i for i in range(len(servers_)) if test in rps[i]]  # bars of this group, centred
+            if index in present:
+                positions.append(group + (present.index(index) - (len(present) - 1) / 2) * width)
+                values.append(max(rps[index][test], 0.5))
+        axes.bar(positions, values, width, label=server["label"], color=f"C{index}")
     for group, (test, concurrency) in enumerate(tests):
         if test == "io":
             value = results["ceilings"][str(concurrency)]
@@ -492,11 +500,18 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--only", help="comma-separated server keys (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--keep", action="store_true", help="leave the test host running")
+    parser.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                        help="measure nothing: write the report of a results.json again")
     return parser.parse_args(argv)
 
 
 def main() -> int:
     args = parse_args()
+    if args.render:
+        results = json.loads(args.render.read_text())
+        write(results, args.out)
+        print(table(results))
+        return 0
     started = time.monotonic()
     facts = machine()
     print(f"benchmark: {facts['cores']} cores, {facts['memory_gib']} GiB, open files "
