@@ -379,9 +379,8 @@ def access_log_sentence(log: dict | None) -> str:
         return "Not measured in this run."
     kept = "every answer has its line" if log["journal_lines"] >= log["answered"] else (
         f"{log['answered'] - log['journal_lines']:,} answers have no line")
-    dropped = ("journald said: " + "; ".join(log["suppressed"].splitlines()) + ". The unit asks journald "
-               "to keep every line (LogRateLimitIntervalSec=0); a journald that cannot read the unit's "
-               "cgroup attributes does not apply that" if log["suppressed"] else "journald suppressed nothing")
+    dropped = ("journald said: " + "; ".join(log["suppressed"].splitlines())
+               if log["suppressed"] else "journald suppressed nothing")
     return (f"During the UvicornWorker row wrk counted {log['answered']:,} answers and the journal holds "
             f"{log['journal_lines']:,} access lines from the service ({kept}; the journal also has the lines "
             f"of requests still in flight when a run ended); {dropped}.")
