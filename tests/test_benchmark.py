@@ -114,6 +114,16 @@ def test_written_report_has_the_table_the_chart_and_the_targets(tmp_path):
     assert width > 800 and height > 400
 
 
+def test_role_rows_against_bare_uvicorn():
+    data = results(RPS)
+    for key in ("uvicorn_worker", "asgi", "no_recycling"):
+        data["servers"][key]["role_vars"] = {}
+    lines = bench.against_bare_uvicorn(data).splitlines()
+    assert lines[0] == "- uvicorn_worker label: I/O 100: 99 %, I/O 1,000: 98 %, I/O 10,000: 93 %, JSON 256: 92 %"
+    assert lines[2] == "- no_recycling label: JSON 256: 102 %"
+    assert len(lines) == 3  # sync and gthread are not the role's
+
+
 def test_restarts_sentence():
     data = results(RPS)
     data["servers"]["sync"]["restarts"] = 4

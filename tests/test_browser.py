@@ -8,7 +8,7 @@ one by one and its WebSocket must get the echo, with nothing in between but guni
 import httpx
 
 from browser import browser_result
-from test_probes_load import gunicorn  # noqa: F401  (the fixture: a master with two workers)
+from test_probes_load import gunicorn, start_gunicorn  # noqa: F401  (fixtures: a master with two workers)
 
 
 def test_the_page_in_a_browser(gunicorn):  # noqa: F811

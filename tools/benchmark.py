@@ -365,6 +365,23 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
+def against_bare_uvicorn(results: dict) -> str:
+    """Each role row as a share of bare uvicorn, test by test: what the deployment itself costs."""
+    servers_ = results["servers"]
+    if "uvicorn" not in servers_:
+        return "Bare uvicorn was not measured in this run."
+    bare = {(r["test"], r["concurrency"]): r["rps"] for r in servers_["uvicorn"]["runs"]}
+    lines = []
+    for key, server in servers_.items():
+        if key == "uvicorn" or server.get("role_vars") is None:
+            continue
+        shares = [f"{'I/O' if r['test'] == 'io' else 'JSON'} {r['concurrency']:,}: "
+                  f"{100 * r['rps'] / bare[(r['test'], r['concurrency'])]:.0f} %"
+                  for r in server["runs"] if bare.get((r["test"], r["concurrency"]))]
+        lines.append(f"- {server['label']}: " + ", ".join(shares))
+    return "\n".join(lines)
+
+
 def restarts_sentence(results: dict) -> str:
     restarted = [f"{s['label']} {'once' if s['restarts'] == 1 else str(s['restarts']) + ' times'}"
                  for s in results["servers"].values() if s.get("restarts")]
@@ -413,6 +430,12 @@ def render_markdown(results: dict) -> str:
         restarts_sentence(results),
         "",
         "![requests per second by server](worker-types.png)",
+        "",
+        "## The role's deployments against bare uvicorn",
+        "",
+        "Requests/s of each row as a share of bare uvicorn's in the same test (the ceiling aside):",
+        "",
+        against_bare_uvicorn(results),
         "",
         "## WebSockets",
         "",
