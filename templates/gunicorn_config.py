@@ -137,9 +137,9 @@ class _AccessLog(logging.Logger):
         with self.batch_lock:
             self.batch.append(line)
             self.size += len(line)
-            if self.size < 65536 and self.pending:
-                return
             if self.size < 65536:
+                if self.pending:
+                    return
                 try:
                     asyncio.get_running_loop().call_later(0.1, self.flush)
                     self.pending = True

@@ -1,7 +1,10 @@
 """Helpers for the fast tests: the role's Python and templates, without any host."""
 
+import contextlib
+import http.server
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,3 +37,31 @@ def host_resources():
 def render():
     """Render one of the role's templates as the role would: render(template, resources, **vars)."""
     return load_module("render_role", REPO / "tools" / "render_role.py").render
+
+
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """A quiet keep-alive HTTP/1.1 handler; subclasses answer with send_json in do_GET."""
+    protocol_version = "HTTP/1.1"  # keep-alive unless the client closes
+
+    def send_json(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def local_http_server(handler):
+    """Serve `handler` on a free port of 127.0.0.1 in a thread; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

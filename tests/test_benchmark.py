@@ -2,16 +2,14 @@
 ceiling, judges the targets and writes the table and the chart. One test runs the real wrk
 with tools/wrk-report.lua against a local HTTP server."""
 
-import http.server
 import json
 import struct
 import subprocess
 import sys
-import threading
 
 import pytest
 
-from conftest import REPO, load_module
+from conftest import REPO, JsonHandler, load_module, local_http_server
 
 bench = load_module("benchmark", REPO / "tools" / "benchmark.py")
 
@@ -145,27 +143,12 @@ def test_access_log_sentence():
 
 @pytest.fixture
 def http_server():
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(JsonHandler):
         def do_GET(self):
-            status = 200 if self.path == "/json" else 404
-            body = b'{"message": "Hello, World!"}'
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(200 if self.path == "/json" else 404, b'{"message": "Hello, World!"}')
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(Handler) as url:
+        yield url
 
 
 def test_wrk_reports_through_the_lua_script(http_server):

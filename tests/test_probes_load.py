@@ -5,7 +5,6 @@ No container and no systemd: what the probe counts, and that a graceful reload (
 no request, closes WebSockets with 1012 and lets SSE streams end cleanly.
 """
 
-import http.server
 import json
 import os
 import shutil
@@ -13,14 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO
+from conftest import REPO, JsonHandler, local_http_server
 from probes import Watch, format_table, run_load
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -224,34 +222,18 @@ def test_every_request_opens_a_new_connection(tmp_path):
     """A keep-alive server: the probe must not reuse a connection it could."""
     connections = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive unless the client closes
-
+    class Handler(JsonHandler):
         def setup(self):
             super().setup()
             connections.append(self.client_address)
 
         def do_GET(self):
-            body = json.dumps({"status": "ok", "version": "0.1", "pid": 1}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(200, json.dumps({"status": "ok", "version": "0.1", "pid": 1}).encode())
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with local_http_server(Handler) as url:
         (tmp_path / "stop").touch()
-        report = run_load(f"http://127.0.0.1:{server.server_address[1]}", stop_file=str(tmp_path / "stop"),
-                          min_requests=50, concurrency=4, websockets=0, sse=0)
-    finally:
-        server.shutdown()
-        server.server_close()
+        report = run_load(url, stop_file=str(tmp_path / "stop"), min_requests=50, concurrency=4,
+                          websockets=0, sse=0)
     assert report.failed == 0
     assert report.versions == {"0.1": report.requests}
     assert len(connections) == report.requests

@@ -109,6 +109,7 @@ def machine() -> dict:
     meminfo = Path("/proc/meminfo").read_text()
     mem_kb = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))
     model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    version = sh("wrk", "--version", check=False)  # wrk prints it on stdout or stderr by version
     return {
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
@@ -116,13 +117,12 @@ def machine() -> dict:
         "open_files_hard": hard,
         "kernel": platform.release(),
         "cpu": model.group(1).strip() if model else platform.machine(),
-        "wrk": sh("wrk", "--version", check=False).stdout.split("[")[0].strip()
-        or sh("wrk", "--version", check=False).stderr.split("[")[0].strip(),
+        "wrk": (version.stdout or version.stderr).split("[")[0].strip(),
     }
 
 
-def playbook(*args: str) -> tuple[float, dict, str]:
-    """Run ansible-playbook against the bench inventory; (seconds, PLAY RECAP counts, output)."""
+def playbook(*args: str) -> tuple[float, dict]:
+    """Run ansible-playbook against the bench inventory; (seconds, PLAY RECAP counts)."""
     started = time.monotonic()
     result = sh("ansible-playbook", "-i", str(INVENTORY), *args, check=False, cwd=REPO)
     elapsed = time.monotonic() - started
@@ -130,13 +130,11 @@ def playbook(*args: str) -> tuple[float, dict, str]:
         sys.exit(f"benchmark: ansible-playbook {' '.join(args)} failed:\n{result.stdout[-4000:]}")
     recap = re.search(rf"^{HOST}\s*:\s*(.*)$", result.stdout, re.MULTILINE)
     counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))} if recap else {}
-    return elapsed, counts, result.stdout
+    return elapsed, counts
 
 
 def deploy(role_vars: dict | None = None) -> tuple[float, dict]:
-    extra = ["-e", json.dumps(role_vars)] if role_vars else []
-    elapsed, counts, _ = playbook("playbooks/deploy.yml", *extra)
-    return elapsed, counts
+    return playbook("playbooks/deploy.yml", *(["-e", json.dumps(role_vars)] if role_vars else []))
 
 
 def answers(port: int, within: float) -> bool:
@@ -208,7 +206,7 @@ def summarise(test: str, concurrency: int, reports: list[dict]) -> Run:
                [round(ok_rps(r), 1) for r in reports])
 
 
-def measure(server: Server, port: int, restart, args) -> tuple[list[Run], int, int]:
+def measure(server: Server, restart, args) -> tuple[list[Run], int, int]:
     """The runs of one server, how many answers wrk counted in all (warm-up included), and how
     often the server had to be restarted between runs.
 
@@ -216,7 +214,7 @@ def measure(server: Server, port: int, restart, args) -> tuple[list[Run], int, i
     keep up (sync, gthread) would spend the next run answering them, and the run would measure
     nothing. So a server that does not answer /health within a second after a run is restarted.
     """
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{server.port}"
     answered = wrk(f"{base}/json", 32, 2, args.timeout)["requests"]  # warm every worker up
     runs, restarts = [], 0
     plan = [("io", c, f"{base}/io?delay={args.latency}") for c in args.concurrency] if server.io else []
@@ -226,7 +224,7 @@ def measure(server: Server, port: int, restart, args) -> tuple[list[Run], int, i
         for _ in range(args.repeat):
             reports.append(wrk(url, concurrency, args.duration, args.timeout))
             time.sleep(1)  # let closing connections drain before the next run
-            if not answers(port, within=1.0):
+            if not answers(server.port, within=1.0):
                 restarts += 1
                 restart()
         run = summarise(test, concurrency, reports)
@@ -254,7 +252,7 @@ def hold_websockets(step: int, limit: int, unit: str) -> dict:
     before = sum(worker_rss_mb(unit))
     processes: list[subprocess.Popen] = []
     levels = []
-    held = 0
+    held, stopped_by = 0, "limit"
     try:
         while held + step <= limit:
             number = len(processes)
@@ -273,7 +271,8 @@ def hold_websockets(step: int, limit: int, unit: str) -> dict:
                 reports.append(json.loads(other.stdout.readline() or "{}"))
             opened = sum(r.get("opened", 0) for r in reports)
             echoed = sum(r.get("echoed", 0) for r in reports)
-            failed = sum(r.get("refused", step) for r in reports[:1]) + sum(r.get("lost", 0) for r in reports)
+            # A process that died reported nothing: each of its connections counts as failed.
+            failed = sum(r["refused"] + r["lost"] if r else step for r in reports)
             rss = sum(worker_rss_mb(unit))
             level = {"connections": opened, "echoed": echoed, "failed": failed,
                      "workers_rss_mb": round(rss, 1), "seconds": round(time.monotonic() - started, 1)}
@@ -281,6 +280,7 @@ def hold_websockets(step: int, limit: int, unit: str) -> dict:
             print(f"  websockets: {opened} open, {echoed} echoed, {failed} failed, "
                   f"workers {rss:.0f} MB ({level['seconds']} s)", flush=True)
             if failed or echoed != opened:
+                stopped_by = "failure"
                 break
             held = opened
     finally:
@@ -292,7 +292,7 @@ def hold_websockets(step: int, limit: int, unit: str) -> dict:
     return {
         "held": held,
         "limit": limit,
-        "stopped_by": "limit" if held + step > limit and levels and levels[-1]["failed"] == 0 else "failure",
+        "stopped_by": stopped_by,
         "kib_per_connection": round((top["workers_rss_mb"] - before) * 1024 / top["connections"], 1) if top else None,
         "workers_rss_before_mb": round(before, 1),
         "levels": levels,
@@ -579,7 +579,7 @@ def main() -> int:
             def restart(server=server):
                 start_transient(server)
         since = int(time.time())
-        runs, answered, restarts = measure(server, server.port, restart, args)
+        runs, answered, restarts = measure(server, restart, args)
         rss = worker_rss_mb(unit)
         results["servers"][server.key] = {**asdict(server), "runs": [asdict(r) for r in runs],
                                           "restarts": restarts,
