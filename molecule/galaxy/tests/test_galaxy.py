@@ -1,0 +1,210 @@
+"""The collection as Galaxy would ship it: what the tarball holds, and the example app deployed by a
+project outside the repository through the collection installed from that tarball.
+
+converge.yml records what it did in MOLECULE_EPHEMERAL_DIRECTORY/collection: record.json (paths,
+build and install output, what Ansible saw, the nested deploy's rc and recap), ansible-doc.txt
+and deploy.log (the nested ansible-playbook -vv run).
+"""
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+import probes
+
+RECORD_DIR = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "collection"
+# What a user runs and reads. Everything else in the repository develops and tests the collection.
+TOP_LEVEL = {"CHANGELOG.md", "FILES.json", "LICENSE", "MANIFEST.json", "README.md", "meta",
+             "playbooks", "plugins", "roles"}
+NOT_SHIPPED = ["tests", "molecule", "tools", "inventories", "examples", "docs", "templates",
+               ".venv", ".ansible", ".github", ".ci", ".config", "Makefile", "requirements.txt",
+               "requirements.yml", "pytest.ini", "ansible.cfg", ".ansible-lint", ".yamllint",
+               ".gitignore", ".pytest_cache"]
+
+
+@pytest.fixture(scope="module")
+def record():
+    path = RECORD_DIR / "record.json"
+    assert path.is_file(), f"{path} is missing: converge.yml did not get as far as recording"
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def repo(record):
+    return Path(record["repo"])
+
+
+@pytest.fixture(scope="module")
+def installed(record):
+    """Where ansible-galaxy installed the collection: inside the fresh collections path."""
+    return f"{record['collections_path']}/ansible_collections/asgi/gunicorn"
+
+
+@pytest.fixture(scope="module")
+def tarball(record):
+    path = Path(record["tarball"])
+    with tarfile.open(path) as archive:
+        members = {member.name.rstrip("/"): member for member in archive.getmembers()}
+        files = {name: archive.extractfile(member).read()
+                 for name, member in members.items() if member.isfile()}
+    print(f"\n{path.name}: {path.stat().st_size} bytes, {len(files)} files, "
+          f"{len(members) - len(files)} directories")
+    return {"path": path, "names": set(members), "files": files}
+
+
+def repo_files(repo, pattern):
+    return {path.relative_to(repo).as_posix() for path in repo.glob(pattern)
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+
+
+# The tarball
+
+
+def test_tarball_holds_the_role_the_filters_and_the_collection_metadata(tarball, repo):
+    names = tarball["names"]
+    print(f"top level: {sorted({PurePosixPath(name).parts[0] for name in names})}")
+    assert {PurePosixPath(name).parts[0] for name in names} == TOP_LEVEL
+    role = repo_files(repo, "roles/asgi_app/**/*")
+    assert "roles/asgi_app/meta/argument_specs.yml" in role
+    assert role <= names, sorted(role - names)
+    filters = repo_files(repo, "plugins/filter/*.py")
+    assert filters and filters <= names, sorted(filters - names)
+    for name in ["meta/runtime.yml", "README.md", "LICENSE", "MANIFEST.json", "FILES.json",
+                 "playbooks/deploy.yml", "playbooks/rollback.yml"]:
+        assert name in names
+
+
+def test_tarball_leaves_out_what_develops_and_tests_the_collection(tarball):
+    names = tarball["names"]
+    for excluded in NOT_SHIPPED:
+        assert not any(name == excluded or name.startswith(excluded + "/") for name in names), excluded
+    assert not [name for name in names if "__pycache__" in name or name.endswith((".pyc", ".tar.gz"))]
+    # The role's own templates ship; only the top-level reference files stay behind.
+    assert "roles/asgi_app/templates/gunicorn_config.py.j2" in names
+
+
+def test_manifest_describes_the_collection_as_galaxy_yml_does(tarball, repo):
+    galaxy = yaml.safe_load((repo / "galaxy.yml").read_text())
+    info = json.loads(tarball["files"]["MANIFEST.json"])["collection_info"]
+    assert (info["namespace"], info["name"], info["version"]) == ("asgi", "gunicorn", galaxy["version"])
+    assert tarball["path"].name == f"asgi-gunicorn-{galaxy['version']}.tar.gz"
+    assert info["dependencies"] == {}
+    assert info["license"] == ["Apache-2.0"]
+    assert info["readme"] == "README.md"
+    assert info["description"] and info["authors"]
+    # Galaxy accepts at most 20 tags, each lowercase letters, digits and underscores.
+    assert 0 < len(info["tags"]) <= 20
+    assert all(re.fullmatch(r"[a-z0-9_]+", tag) for tag in info["tags"]), info["tags"]
+
+
+def test_files_json_lists_every_file_with_its_checksum(tarball):
+    entries = json.loads(tarball["files"]["FILES.json"])["files"]
+    listed = {entry["name"]: entry for entry in entries if entry["ftype"] == "file"}
+    assert set(listed) == set(tarball["files"]) - {"MANIFEST.json", "FILES.json"}
+    for name, entry in listed.items():
+        assert hashlib.sha256(tarball["files"][name]).hexdigest() == entry["chksum_sha256"], name
+
+
+# Installed from the tarball and used from outside the repository
+
+
+def test_collection_was_installed_into_an_empty_path_outside_the_repository(record, repo, installed):
+    print(f"\n{record['install']}")
+    assert "Installing 'asgi.gunicorn:" in record["install"]
+    assert f"to '{installed}'" in record["install"]
+    for path in (record["workspace"], record["project_dir"], record["collections_path"]):
+        assert not Path(path).is_relative_to(repo), path
+
+
+def test_ansible_saw_no_config_file_and_only_the_installed_collection(record, repo):
+    version = record["ansible_version"]
+    print(f"\n{version}")
+    assert re.search(r"^\s*config file = None$", version, re.M), version
+    assert re.search(rf"^\s*ansible collection location = {re.escape(record['collections_path'])}$",
+                     version, re.M), version
+    # The only asgi.gunicorn Ansible finds is the installed one, not the repository's link
+    # (.ansible/collections) nor a copy in the user's default collections path.
+    found = json.loads(record["collection_list"])
+    assert list(found) == [f"{record['collections_path']}/ansible_collections"]
+    assert found[f"{record['collections_path']}/ansible_collections"] == {
+        "asgi.gunicorn": {"version": yaml.safe_load((repo / "galaxy.yml").read_text())["version"]}}
+
+
+def test_the_deploy_ran_the_installed_role(record, repo, installed):
+    recap = record["deploy_recap"]
+    print(f"\nnested deploy, rc {record['deploy_rc']}: PLAY RECAP{recap.rstrip()}")
+    assert record["deploy_rc"] == 0
+    hosts = re.findall(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=\d+\s+unreachable=(\d+)\s+failed=(\d+)",
+                       recap, re.M)
+    assert hosts
+    for _, ok, unreachable, failed in hosts:
+        assert int(ok) > 0 and (unreachable, failed) == ("0", "0"), recap
+    # ansible-playbook -vv names the file of each task it runs.
+    log = (RECORD_DIR / "deploy.log").read_text()
+    task_paths = re.findall(r"^task path: (\S+):\d+$", log, re.M)
+    role_tasks = [path for path in task_paths if "/roles/asgi_app/" in path]
+    print(f"{len(role_tasks)} tasks and handlers of the role read from {installed}")
+    assert any(path.startswith(f"{installed}/roles/asgi_app/tasks/") for path in role_tasks)
+    assert all(path.startswith(f"{installed}/roles/asgi_app/") for path in role_tasks), role_tasks
+    assert str(repo) not in "\n".join(task_paths)
+    assert "No config file found; using defaults" in log
+
+
+def test_ansible_doc_shows_the_role_from_the_installed_collection(repo, installed):
+    doc = (RECORD_DIR / "ansible-doc.txt").read_text()
+    assert doc.splitlines()[0] == f"> ROLE: *asgi.gunicorn.asgi_app* ({installed})"
+    specs = yaml.safe_load((repo / "roles/asgi_app/meta/argument_specs.yml").read_text())["argument_specs"]
+    main = specs["main"]
+    assert f"ENTRY POINT: *main* - {main['short_description']}" in doc
+    # Every option, marked "=" when required (asgi_app_name, asgi_app_module) and "-" otherwise.
+    required = {name for name, spec in main["options"].items() if spec.get("required")}
+    assert {"asgi_app_name", "asgi_app_module"} <= required
+    for option in main["options"]:
+        assert re.search(rf"^{'=' if option in required else '-'} {option}\s", doc, re.M), option
+
+
+# The app the installed collection deployed
+
+
+def test_running_workers_are_uvicorn_workers(host, service, journal, process, worker_pids):
+    log = journal()
+    assert "Using worker: UvicornWorker" in log
+    workers = worker_pids()
+    assert workers
+    for pid in workers:
+        assert f"Started server process [{pid}]" in log, f"worker {pid} is not running Uvicorn"
+        assert process(pid)[0] == service["user"]
+    config = host.file(f"/etc/{service['user']}/gunicorn_config.py").content_string
+    assert "from uvicorn_worker import UvicornWorker as _UvicornWorkerBase" in config
+
+
+def test_health_answers_200(app_url):
+    result = probes.http_get(app_url + "/health")
+    assert result.status == 200
+    assert result.body["status"] == "ok"
+
+
+def test_websocket_handshake_and_echo(app_url):
+    messages = ["hello", "über", "x" * 4096]
+    result = probes.websocket_echo(app_url.replace("http", "ws", 1) + "/ws", messages)
+    assert result.handshake, result.error
+    assert result.received == [f"echo: {m}" for m in messages]
+    assert result.close_code == 1000
+
+
+def test_sse_events_arrive_separately(app_url):
+    interval = 0.2
+    result = probes.sse_events(app_url + f"/sse?count=5&interval={interval}", count=5)
+    print(f"\nSSE arrivals: {[round(e['arrived'], 3) for e in result.events]} s")
+    assert result.status == 200
+    assert result.content_type.startswith("text/event-stream")
+    assert [event["id"] for event in result.events] == ["0", "1", "2", "3", "4"]
+    # Buffered events would arrive together; these come one interval apart.
+    assert result.smallest_gap > interval / 2
+    assert result.spread > 4 * interval * 0.8
