@@ -47,7 +47,7 @@ def test_bare_metal_cgroup_v2(tmp_path, host_resources, importable):
                                 "/sys/fs/cgroup/system.slice/cpu.max": "max 100000\n"})
     assert host_resources.collect(str(root)) == {
         "service_manager": "systemd", "online_cpus": 8, "affinity_cpus": 8, "cpu_quota": None,
-        "memory_mb": 16000, "nofile_hard": 524288, "python_venv": True}
+        "memory_mb": 16000, "nofile_hard": 524288, "python_venv": True, "apps": []}
 
 
 @pytest.mark.parametrize("pid1, run_systemd, manager", [
@@ -150,7 +150,8 @@ def test_releases_and_current_of_the_app(tmp_path, host_resources):
 
 def test_a_first_deploy_finds_no_release(tmp_path, host_resources):
     root = make_tree(tmp_path, base())
-    assert host_resources.collect(str(root), "/opt/app")["app"] == {"releases": [], "current": ""}
+    assert host_resources.collect(str(root), "/opt/app")["app"] == {
+        "releases": [], "current": "", "entries": {"/opt/app": None}}
     assert "app" not in host_resources.collect(str(root))
 
 
@@ -188,3 +189,69 @@ def test_runs_as_a_script_with_the_app_root(tmp_path, host_resources):
     out = subprocess.run([sys.executable, host_resources.__file__, "--root", str(root),
                           "--app-root", "/opt/app"], check=True, capture_output=True, text=True).stdout
     assert json.loads(out)["app"]["releases"][0]["path"] == "/opt/app/releases/aaa"
+
+
+def role_units(name, user=None, listen="0.0.0.0:8000", config=None):
+    """The files of an app the role deployed, as the role writes them (only the lines read)."""
+    config = config or f"/etc/{name}/gunicorn_config.py"
+    return {
+        f"/etc/systemd/system/{name}.service": (
+            f"# Ansible managed\n[Service]\nExecStart=/opt/{name}/current/venv/bin/gunicorn --config {config}\n"
+            f"User={user or name}\nGroup={user or name}\n"),
+        f"/etc/systemd/system/{name}.socket": f"[Socket]\nListenStream={listen}\nBacklog=2048\n",
+    }
+
+
+def test_the_apps_the_role_runs_on_the_host(tmp_path, host_resources):
+    files = {**base(), **role_units("chat", listen="0.0.0.0:8001"), "/etc/chat/gunicorn_config.py": "workers = 3\n",
+             **role_units("shop", user="svc", listen="/run/shop/gunicorn.sock", config="/srv/shop.py"),
+             "/srv/shop.py": "# 2 usable CPU(s)\nworkers = 5\n",
+             # Not the role's: a gunicorn unit without a socket unit, and an ordinary service.
+             "/etc/systemd/system/legacy.service": "[Service]\nExecStart=/opt/legacy/current/venv/bin/gunicorn "
+                                                   "--config /etc/legacy.py\n",
+             "/etc/systemd/system/ssh.service": "[Service]\nExecStart=/usr/sbin/sshd -D\n",
+             "/etc/systemd/system/ssh.socket": "[Socket]\nListenStream=22\n"}
+    root = make_tree(tmp_path, files)
+    (root / "etc" / "systemd" / "system" / "sockets.target.wants").mkdir()
+    assert host_resources.collect(str(root))["apps"] == [
+        {"name": "chat", "user": "chat", "group": "chat", "listen": "0.0.0.0:8001", "workers": 3},
+        {"name": "shop", "user": "svc", "group": "svc", "listen": "/run/shop/gunicorn.sock", "workers": 5}]
+
+
+def test_an_app_whose_config_cannot_be_read_has_no_worker_count(tmp_path, host_resources):
+    root = make_tree(tmp_path, {**base(), **role_units("chat")})
+    assert host_resources.collect(str(root))["apps"][0]["workers"] is None
+
+
+PASSWD = ("root:x:0:0:root:/root:/bin/bash\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n"
+          "shop:x:998:998::/opt/shop:/usr/sbin/nologin\nclerk:x:997:998::/opt/clerk:/usr/sbin/nologin\n")
+GROUP = "root:x:0:\nwww-data:x:33:\nshop:x:998:\n"
+
+
+def test_what_a_removal_reads_of_the_app(tmp_path, host_resources):
+    """The entries of each of the app's directories (None: not there) and its accounts."""
+    root = make_tree(tmp_path, {**base(), "/etc/passwd": PASSWD, "/etc/group": GROUP,
+                                "/opt/shop/releases/aaa/.complete": "", "/etc/shop/environment": "",
+                                "/etc/shop/gunicorn_config.py": ""})
+    (root / "opt" / "shop" / "current").symlink_to("/opt/shop/releases/aaa")
+    app = host_resources.collect(str(root), "/opt/shop", ["/etc/shop", "/run/shop"], "shop", "shop")["app"]
+    assert app["entries"] == {"/opt/shop": ["current", "releases"],
+                              "/etc/shop": ["environment", "gunicorn_config.py"], "/run/shop": None}
+    assert app["user"] == {"name": "shop", "uid": 998, "gid": 998, "home": "/opt/shop"}
+    assert app["group"] == {"name": "shop", "gid": 998, "primary_of": ["shop", "clerk"]}
+
+
+def test_accounts_that_are_not_there(tmp_path, host_resources):
+    root = make_tree(tmp_path, {**base(), "/etc/passwd": PASSWD, "/etc/group": GROUP})
+    app = host_resources.collect(str(root), "/opt/chat", [], "chat", "chat")["app"]
+    assert (app["user"], app["group"]) == (None, None)
+
+
+def test_runs_as_a_script_with_the_removal_arguments(tmp_path, host_resources):
+    root = make_tree(tmp_path, {**base(), "/etc/passwd": PASSWD, "/etc/group": GROUP, "/etc/shop/environment": ""})
+    out = subprocess.run([sys.executable, host_resources.__file__, "--root", str(root), "--app-root", "/opt/shop",
+                          "--app-dir", "/etc/shop", "--app-dir", "/run/shop", "--user", "shop", "--group", "shop"],
+                         check=True, capture_output=True, text=True).stdout
+    app = json.loads(out)["app"]
+    assert app["entries"] == {"/opt/shop": None, "/etc/shop": ["environment"], "/run/shop": None}
+    assert app["user"]["home"] == "/opt/shop"

@@ -7,7 +7,7 @@ GOOD = {
     "asgi_app_package": "", "src_is_directory": True, "asgi_app_environment": {"DB_URL": "x"},
     "asgi_app_worker_class": "uvicorn_worker.UvicornWorker", "asgi_app_gunicorn_version": "27.0.1",
     "asgi_app_h11_min_version": "0.16.0", "asgi_app_bind": "127.0.0.1:8000",
-    "socket_dir": "/run/shop-api",
+    "asgi_app_root": "/opt/shop-api", "asgi_app_config_dir": "/etc/shop-api", "socket_dir": "/run/shop-api",
 }
 
 BAD = {
@@ -46,6 +46,14 @@ BAD = {
                       "not a version"),
     "bad environment name": ({"asgi_app_environment": {"DB-URL": "x"}}, "asgi_app_environment has the key 'DB-URL'",
                              "underscores"),
+    "unknown state": ({"asgi_app_state": "removed"}, "asgi_app_state is 'removed'", "'absent' to remove it"),
+    "root is /opt": ({"asgi_app_root": "/opt"}, "asgi_app_root is '/opt'", "'/opt/shop-api'"),
+    "relative root": ({"asgi_app_root": "opt/shop-api"}, "asgi_app_root is 'opt/shop-api'", "absolute path"),
+    "root climbing out": ({"asgi_app_root": "/opt/../etc"}, "asgi_app_root is '/opt/../etc'", "'..'"),
+    "config dir is /": ({"asgi_app_config_dir": "/"}, "asgi_app_config_dir is '/'", "'/etc/shop-api'"),
+    "port of another app": ({"apps": [{"name": "chat", "listen": "0.0.0.0:8000"}]},
+                            "asgi_app_bind is '127.0.0.1:8000': chat listens on 0.0.0.0:8000",
+                            "Give shop-api another port"),
 }
 
 
@@ -142,3 +150,44 @@ def test_strict_source_check_refuses_blocking_calls(inputs):
                                   "asgi_app_source_check_strict": True})
     assert len(result["problems"]) == 1
     assert "asgi_app_source_check_strict is true" in result["problems"][0]
+
+
+# The role's other apps on the host, as host_resources.py reads them from their socket units.
+CHAT = {"name": "chat", "user": "chat", "group": "chat", "listen": "0.0.0.0:8001", "workers": 3}
+
+
+@pytest.mark.parametrize("bind, listen, taken", [
+    ("127.0.0.1:8000", "127.0.0.1:8000", True),
+    ("127.0.0.1:8000", "0.0.0.0:8000", True),      # a wildcard takes the port on every address
+    ("0.0.0.0:8000", "10.0.0.5:8000", True),
+    ("[::]:8000", "0.0.0.0:8000", True),
+    ("127.0.0.1:8000", "10.0.0.5:8000", False),    # the same port on another address
+    ("0.0.0.0:8000", "0.0.0.0:8001", False),
+    ("0.0.0.0:8000", "/run/chat/gunicorn.sock", False),
+    ("unix:/run/shop-api/gunicorn.sock", "0.0.0.0:8000", False),
+])
+def test_a_port_another_app_listens_on_is_refused(inputs, bind, listen, taken):
+    result = inputs.check_inputs({**GOOD, "asgi_app_bind": bind, "apps": [{**CHAT, "listen": listen}]})
+    assert bool(result["problems"]) is taken, result["problems"]
+
+
+def test_the_app_itself_does_not_take_its_own_port(inputs):
+    itself = {**CHAT, "name": "shop-api", "listen": "127.0.0.1:8000"}
+    assert inputs.check_inputs({**GOOD, "apps": [itself, CHAT]})["problems"] == []
+
+
+def test_a_removal_needs_only_the_name_and_the_directories(inputs):
+    removal = {"asgi_app_name": "shop-api", "asgi_app_state": "absent", "asgi_app_module": "",
+               "asgi_app_root": "/opt/shop-api", "asgi_app_config_dir": "/etc/shop-api",
+               "asgi_app_bind": "0.0.0.0:8001", "apps": [CHAT], "socket_dir": "/run/shop-api"}
+    assert inputs.check_inputs(removal)["problems"] == []
+
+
+@pytest.mark.parametrize("overrides, names", [
+    ({"asgi_app_name": "../etc"}, "asgi_app_name is '../etc'"),
+    ({"asgi_app_root": "/opt"}, "asgi_app_root is '/opt'"),
+    ({"asgi_app_config_dir": "etc/shop-api"}, "asgi_app_config_dir is 'etc/shop-api'"),
+])
+def test_a_removal_still_checks_what_it_would_delete(inputs, overrides, names):
+    problems = inputs.check_inputs({**GOOD, "asgi_app_state": "absent", **overrides})["problems"]
+    assert len(problems) == 1 and names in problems[0], problems

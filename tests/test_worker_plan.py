@@ -95,3 +95,45 @@ def test_unknown_workload_is_refused(sizing, workload):
 def test_unreadable_facts_are_refused(sizing):
     with pytest.raises(AnsibleFilterError, match="unreadable CPU facts"):
         sizing.effective_cpus({"affinity_cpus": 2})
+
+
+def app(name, workers):
+    """Another of the role's apps on the host, as host_resources.py reads it."""
+    return {"name": name, "user": name, "group": name, "listen": "0.0.0.0:8000", "workers": workers}
+
+
+def test_other_apps_on_the_host_take_their_share_of_the_memory(sizing):
+    # 80 % of 2048 MB is 1638 MB; chat's 3 and blog's 2 workers take 750 MB of it: 888 MB are left.
+    facts = {**resources(online=8, memory_mb=2048), "apps": [app("chat", 3), app("blog", 2), app("shop", 9)]}
+    plan = sizing.worker_plan(facts, workload="mixed", app_name="shop")
+    assert (plan["workers"], plan["memory_budget_mb"]) == (5, 888)
+    assert plan["rule"] == ("mixed rule 2 x cores + 1 = 17, capped by memory: 888 MB (80 % of 2048 MB, less "
+                            "750 MB for the 2 workers of blog, the 3 workers of chat) / 150 MB per worker = 5")
+
+
+def test_the_app_alone_on_the_host_has_all_of_it(sizing):
+    facts = {**resources(online=8, memory_mb=2048), "apps": [app("shop", 9)]}
+    plan = sizing.worker_plan(facts, workload="mixed", app_name="shop")
+    assert (plan["workers"], plan["memory_budget_mb"]) == (10, 1638)
+    assert "less" not in plan["rule"]
+
+
+def test_an_explicit_budget_is_the_apps_own(sizing):
+    facts = {**resources(online=8, memory_mb=2048), "apps": [app("chat", 10)]}
+    plan = sizing.worker_plan(facts, workload="mixed", memory_budget_mb=600, app_name="shop")
+    assert (plan["workers"], plan["memory_budget_mb"]) == (4, 600)
+
+
+def test_explicit_workers_that_do_not_fit_beside_the_other_apps(sizing):
+    facts = {**resources(online=8, memory_mb=2048), "apps": [app("chat", 8), app("blog", None)]}
+    plan = sizing.worker_plan(facts, workload="mixed", workers=4, app_name="shop")
+    assert plan["problems"] == [
+        "asgi_app_workers is 4: at about 150 MB each (asgi_app_worker_memory_mb) they need 600 MB, more than "
+        "the 438 MB (80 % of 2048 MB, less 1200 MB for the 8 workers of chat) this host can give them, so "
+        "the kernel would start killing workers. Set asgi_app_workers to at most 2, or leave it unset."]
+
+
+def test_other_apps_taking_everything_leave_one_worker(sizing):
+    facts = {**resources(online=2, memory_mb=1024), "apps": [app("chat", 20)]}
+    plan = sizing.worker_plan(facts, workload="mixed", app_name="shop")
+    assert (plan["workers"], plan["memory_budget_mb"]) == (1, 0)

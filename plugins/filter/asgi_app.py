@@ -45,14 +45,17 @@ def effective_cpus(resources):
 
 
 def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
-                memory_budget_mb=None, memory_share=0.8, allow_extra_workers=False):
+                memory_budget_mb=None, memory_share=0.8, allow_extra_workers=False, app_name=None):
     """How many workers to run, and a sentence saying why.
 
     The CPU rule gives ``cores + 1`` (io) or ``2 x cores + 1`` (mixed, cpu). The memory budget
-    (``memory_share`` of what the service may use, unless given) caps it at
-    ``budget // worker_memory_mb``. An explicit ``workers`` wins and is reported as such; the
-    plan's ``problems`` say why it cannot work when it is not positive, when its memory estimate
-    does not fit, or when it is above 2 x cores + 1 without ``allow_extra_workers``.
+    caps it at ``budget // worker_memory_mb``; unless given, the budget is ``memory_share`` of
+    what the service may use, less what the role's other apps on the host take (``apps`` in
+    ``resources``, all but ``app_name``: their workers at ``worker_memory_mb`` each), so that
+    apps deployed one after the other do not each count on the same memory. An explicit
+    ``workers`` wins and is reported as such; the plan's ``problems`` say why it cannot work when
+    it is not positive, when its memory estimate does not fit, or when it is above
+    2 x cores + 1 without ``allow_extra_workers``.
     """
     if workload not in WORKER_RULES:
         raise AnsibleFilterError(
@@ -63,8 +66,18 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
     cpu = effective_cpus(resources)
     cores = cpu["cpus"]
     by_cpu = cores + 1 if workload == "io" else 2 * cores + 1
+    memory_note = ""
     if memory_budget_mb is None:
-        memory_budget_mb = int(int(resources["memory_mb"]) * memory_share)
+        memory_mb = int(resources["memory_mb"])
+        memory_budget_mb = int(memory_mb * memory_share)
+        others = sorted((app for app in resources.get("apps") or []
+                         if app.get("name") != app_name and app.get("workers")), key=lambda app: app["name"])
+        if others:
+            taken = sum(app["workers"] for app in others) * int(worker_memory_mb)
+            memory_budget_mb = max(0, memory_budget_mb - taken)
+            memory_note = (f" ({memory_share * 100:g} % of {memory_mb} MB, less {taken} MB for "
+                           + ", ".join(f"the {app['workers']} workers of {app['name']}" for app in others) + ")")
+    budget_text = f"{memory_budget_mb} MB{memory_note}"
     by_memory = max(1, int(memory_budget_mb) // int(worker_memory_mb))
 
     cpu_text = _describe_cpus(cpu)
@@ -72,12 +85,12 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
     if workers is not None:
         count = int(workers)
         problems = _explicit_worker_problems(count, cores, cpu_text, int(worker_memory_mb),
-                                             int(memory_budget_mb), allow_extra_workers)
+                                             int(memory_budget_mb), budget_text, allow_extra_workers)
         rule = f"set explicitly by asgi_app_workers (the {workload} rule would give {by_cpu})"
     elif by_memory < by_cpu:
         count = by_memory
         rule = (f"{workload} rule {WORKER_RULES[workload]} = {by_cpu}, capped by memory: "
-                f"{memory_budget_mb} MB / {worker_memory_mb} MB per worker = {by_memory}")
+                f"{budget_text} / {worker_memory_mb} MB per worker = {by_memory}")
     else:
         count = by_cpu
         rule = f"{workload} rule {WORKER_RULES[workload]} = {by_cpu}"
@@ -93,7 +106,7 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
     }
 
 
-def _explicit_worker_problems(count, cores, cpu_text, worker_memory_mb, memory_budget_mb,
+def _explicit_worker_problems(count, cores, cpu_text, worker_memory_mb, memory_budget_mb, budget_text,
                               allow_extra_workers):
     ceiling = 2 * cores + 1
     if count < 1:
@@ -103,7 +116,7 @@ def _explicit_worker_problems(count, cores, cpu_text, worker_memory_mb, memory_b
     if count * worker_memory_mb > memory_budget_mb:
         return [f"asgi_app_workers is {count}: at about {worker_memory_mb} MB each "
                 f"(asgi_app_worker_memory_mb) they need {count * worker_memory_mb} MB, more than "
-                f"the {memory_budget_mb} MB this host can give them, so the kernel would start "
+                f"the {budget_text} this host can give them, so the kernel would start "
                 "killing workers. Set asgi_app_workers to at most "
                 f"{max(1, memory_budget_mb // worker_memory_mb)}, or leave it unset."]
     if count > ceiling and not allow_extra_workers:

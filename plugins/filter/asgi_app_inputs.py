@@ -3,7 +3,8 @@
 Each problem is described with the variable, the value given, why it cannot work and what to
 set instead, and all of them are returned at once (the role's preflight refuses to go on while
 there is one). What passes comes back normalized (the bind split into its parts, the worker
-class into module and class) for the templates.
+class into module and class) for the templates. A removal (asgi_app_state: absent) needs only
+the names and directories it removes, so only those are checked then.
 """
 
 import re
@@ -30,6 +31,11 @@ MODULE_RE = re.compile(rf"^{DOTTED}:{DOTTED}(?:\(.*\))?$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 ENV_NAME_RE = re.compile(rf"^{IDENTIFIER}$")
 HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
+STATES = ("present", "absent")
+# A socket on one of these takes the port on every address.
+WILDCARD_HOSTS = {"", "0.0.0.0", "[::]", "*"}
+# Directories the role owns: it sets their owner and mode, and a removal deletes them.
+APP_DIRS = {"asgi_app_root": "/opt", "asgi_app_config_dir": "/etc"}
 
 
 def version_tuple(text):
@@ -102,6 +108,34 @@ def check_bind(bind, socket_dir, problems):
     return {"host": host, "port": port, "unix_socket": "", "health_host": health_host}
 
 
+def check_bind_is_free(text, bind, name, apps, problems):
+    """The role's other apps on the host (host_resources.py): two sockets cannot share a port."""
+    if not bind or bind["unix_socket"]:
+        return
+    for app in apps:
+        host, _, port = str(app.get("listen") or "").rpartition(":")
+        if app.get("name") == name or port != bind["port"]:
+            continue
+        if host == bind["host"] or {host, bind["host"]} & WILDCARD_HOSTS:
+            problems.append(
+                f"asgi_app_bind is '{text}': {app['name']} listens on "
+                f"{app['listen']} on this host already ({app['name']}.socket), and two apps cannot "
+                f"share a port. Give {name} another port, or remove {app['name']} first "
+                "(asgi_app_state: absent).")
+
+
+def check_app_dirs(settings, problems):
+    name = settings.get("asgi_app_name")
+    for variable, parent in APP_DIRS.items():
+        path = str(settings.get(variable) or "")
+        parts = [part for part in path.split("/") if part]
+        if not path.startswith("/") or len(parts) < 2 or {".", ".."} & set(parts):
+            problems.append(
+                f"{variable} is '{path}': the role makes this directory the app's own (owner, group "
+                "and mode) and deletes it when the app is removed, so it must be an absolute path "
+                f"at least two levels deep, without '.' or '..'. For example '{parent}/{name}'.")
+
+
 def check_source_findings(findings, source, strict, problems, warnings):
     """What files/check_app_source.py found in the app's source on the controller."""
     for finding in findings:
@@ -117,7 +151,8 @@ def check_source_findings(findings, source, strict, problems, warnings):
 
 
 def check_inputs(settings):
-    """settings: the role's public variables (and the runtime directory) as a dict."""
+    """settings: the role's public variables, the runtime directory (socket_dir) and the role's
+    apps on the host (apps, from host_resources.py), as a dict."""
     problems, warnings = [], []
     name = settings.get("asgi_app_name")
     if not NAME_RE.match(str(name or "")):
@@ -125,6 +160,12 @@ def check_inputs(settings):
             f"asgi_app_name is '{name}': it names a system user, a unit and directories, so it "
             "must be lower-case letters, digits and dashes, starting with a letter, at most 31 "
             "characters. For example 'shop-api'.")
+    state = settings.get("asgi_app_state", "present")
+    if state not in STATES:
+        problems.append(f"asgi_app_state is '{state}': use 'present' to deploy the app or 'absent' to remove it.")
+    check_app_dirs(settings, problems)
+    if state == "absent":
+        return {"worker": None, "bind": None, "warnings": warnings, "problems": problems}
     module = settings.get("asgi_app_module")
     if not MODULE_RE.match(str(module or "")):
         problems.append(
@@ -156,6 +197,7 @@ def check_inputs(settings):
     worker = check_worker_class(settings.get("asgi_app_worker_class"),
                                 settings.get("asgi_app_gunicorn_version"), problems, warnings)
     bind = check_bind(settings.get("asgi_app_bind"), settings["socket_dir"], problems)
+    check_bind_is_free(settings.get("asgi_app_bind"), bind, name, settings.get("apps") or [], problems)
     check_source_findings(settings.get("source_findings") or [], settings.get("source") or "",
                           bool(settings.get("asgi_app_source_check_strict")), problems, warnings)
     for warning in warnings:

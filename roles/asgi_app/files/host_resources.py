@@ -7,11 +7,14 @@ cgroup CPU quota above the services' slice (cgroup v2 cpu.max or v1 cpu.cfs_quot
 MemTotal and the tightest cgroup memory limit. Also the open-files hard limit services start
 with, and whether the interpreter running it already has what the role's virtualenvs need from
 the OS: ``ensurepip`` (Debian ships it only in python3.X-venv) and ``packaging`` (Ansible's pip
-module compares versions with it). With ``--app-root``, what a deploy has left there: the
-release directories (mtime, and whether their build finished: ``.complete``) and the release
-``current`` points to, so a re-run needs no other read of them. Runs with the target's python3
-(asgi_app_python) and its standard library only; ``--root`` points it at a copy of /proc, /sys
-and the app's directory for tests.
+module compares versions with it). The apps the role runs on this host already, found by the
+units it writes, so that a new one neither takes their port nor counts on their memory. With
+``--app-root``, what a deploy has left there: the release directories (mtime, and whether their
+build finished: ``.complete``) and the release ``current`` points to, so a re-run needs no other
+read of them; and, for a removal, what that directory and each ``--app-dir`` hold and the
+``--user`` and ``--group`` as /etc/passwd and /etc/group have them. Runs with the target's
+python3 (asgi_app_python) and its standard library only; ``--root`` points it at a copy of
+/proc, /sys, /etc and the app's directories for tests.
 """
 
 import argparse
@@ -21,13 +24,16 @@ import os
 import re
 
 UNLIMITED_V1 = 1 << 60  # cgroup v1 reports "no memory limit" as a number near 2**63
+UNIT_DIR = "/etc/systemd/system"
+# The service unit the role writes: gunicorn from the live release's virtualenv, with its config.
+ROLE_EXEC_START = re.compile(r"^ExecStart=\S+/current/venv/bin/gunicorn --config (\S+)$", re.MULTILINE)
 
 
-def read(root, path):
+def read(root, path, encoding="ascii"):
     try:
-        with open(os.path.join(root, path.lstrip("/")), encoding="ascii") as handle:
+        with open(os.path.join(root, path.lstrip("/")), encoding=encoding) as handle:
             return handle.read().strip()
-    except OSError:
+    except (OSError, UnicodeError):
         return None
 
 
@@ -146,7 +152,62 @@ def app_state(root, app_root):
     return {"releases": releases, "current": current}
 
 
-def collect(root="/", app_root=None):
+def unit_setting(text, key):
+    """The last KEY= of a unit file, as systemd reads a setting given twice ('' when absent)."""
+    values = re.findall(rf"^{key}=(.*)$", text, re.MULTILINE)
+    return values[-1].strip() if values else ""
+
+
+def entries(root, path):
+    """The names in directory PATH, sorted; None when it is not there."""
+    try:
+        return sorted(os.listdir(os.path.join(root, path.lstrip("/"))))
+    except OSError:
+        return None
+
+
+def role_apps(root):
+    """The apps the role runs on this host: each NAME.service that starts gunicorn from a
+    release's virtualenv with --config, beside a NAME.socket. With the user and group it runs
+    as, the address its socket listens on and the workers its config sets (None: unreadable)."""
+    apps = []
+    for entry in entries(root, UNIT_DIR) or []:
+        name, _, kind = entry.rpartition(".")
+        if kind != "service" or not name:
+            continue
+        service = read(root, f"{UNIT_DIR}/{entry}", "utf-8") or ""
+        socket = read(root, f"{UNIT_DIR}/{name}.socket", "utf-8")
+        start = ROLE_EXEC_START.search(service)
+        if not start or socket is None:
+            continue
+        workers = re.search(r"^workers = (\d+)$", read(root, start.group(1), "utf-8") or "", re.MULTILINE)
+        apps.append({"name": name, "user": unit_setting(service, "User"),
+                     "group": unit_setting(service, "Group"), "listen": unit_setting(socket, "ListenStream"),
+                     "workers": int(workers.group(1)) if workers else None})
+    return apps
+
+
+def accounts(root, user, group):
+    """USER in /etc/passwd and GROUP in /etc/group (None when missing), with the users whose
+    primary group GROUP is."""
+    def rows(path, fields):
+        lines = (read(root, path, "utf-8") or "").splitlines()
+        return [row for row in (line.split(":") for line in lines)
+                if len(row) >= fields and row[2].isdigit() and (fields < 4 or row[3].isdigit())]
+
+    passwd, groups = rows("/etc/passwd", 6), rows("/etc/group", 3)
+    found = {}
+    if user:
+        row = next((row for row in passwd if row[0] == user), None)
+        found["user"] = row and {"name": user, "uid": int(row[2]), "gid": int(row[3]), "home": row[5]}
+    if group:
+        row = next((row for row in groups if row[0] == group), None)
+        found["group"] = row and {"name": group, "gid": int(row[2]),
+                                  "primary_of": [entry[0] for entry in passwd if entry[3] == row[2]]}
+    return found
+
+
+def collect(root="/", app_root=None, app_dirs=(), user=None, group=None):
     cgroups = pid1_cgroups(root)
     online = count_cpu_list(read(root, "/sys/devices/system/cpu/online")) or os.cpu_count()
     affinity = None
@@ -162,7 +223,10 @@ def collect(root="/", app_root=None):
         "memory_mb": memory_mb(root, cgroups),
         "nofile_hard": nofile_hard(root),
         "python_venv": python_venv(),
-        **({"app": app_state(root, app_root)} if app_root else {}),
+        "apps": role_apps(root),
+        **({"app": {**app_state(root, app_root),
+                    "entries": {path: entries(root, path) for path in (app_root, *app_dirs)},
+                    **accounts(root, user, group)}} if app_root else {}),
     }
 
 
@@ -170,5 +234,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="/", help="where /proc and /sys are (tests)")
     parser.add_argument("--app-root", help="the app's directory (asgi_app_root): its releases")
+    parser.add_argument("--app-dir", action="append", default=[],
+                        help="another of the app's directories, to list with --app-root")
+    parser.add_argument("--user", help="the app's user, to read from /etc/passwd with --app-root")
+    parser.add_argument("--group", help="the app's group, to read from /etc/group with --app-root")
     args = parser.parse_args()
-    print(json.dumps(collect(args.root, args.app_root), sort_keys=True))
+    print(json.dumps(collect(args.root, args.app_root, args.app_dir, args.user, args.group), sort_keys=True))

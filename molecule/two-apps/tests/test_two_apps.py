@@ -1,0 +1,171 @@
+"""Two apps on one host: each its own master, workers, user, port and settings; a change of one
+reloads that one only; removing one takes all of it off the host, twice without a change the
+second time, while the other keeps its processes and its clients notice nothing.
+
+side_effect.yml recorded the apps before and during the changes (two-apps.json); the rest is
+read from the host and probed over the network now, with shop removed.
+"""
+
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import httpx
+import pytest
+
+import probes
+
+SCENARIO = Path(__file__).resolve().parent.parent
+PROCESSES = (SCENARIO / "files" / "processes.py").read_text()
+# What converge.yml set for each app.
+APPS = {"shop": {"port": 8000, "workers": 2}, "chat": {"port": 8001, "workers": 3}}
+
+
+@pytest.fixture(scope="module")
+def record():
+    return json.loads((Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "two-apps.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def removed_url():
+    return os.environ["ASGI_APP_REMOVED_URL"].rstrip("/")
+
+
+def processes(host, *names):
+    return json.loads(host.check_output(f"python3 -c {shlex.quote(PROCESSES)} {' '.join(names)}"))
+
+
+def recap(output):
+    """The counts of the PLAY RECAP line of an ansible-playbook run."""
+    line = next(line for line in reversed(output.splitlines()) if " changed=" in line)
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
+
+
+# --- Both apps, before the removal ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", APPS)
+def test_each_app_answered_http_websocket_and_sse_on_its_own_port(record, name):
+    report, own = record["probes"][name], record["before"][name]
+    print(f"\n{name}: health {report['health']['body']}, SSE arrivals {report['sse']['arrivals']} s")
+    assert report["health"]["status"] == 200
+    # The port of this app reached this app: one of its own workers answered.
+    assert report["health"]["body"]["pid"] in own["workers"]
+    assert report["websocket"]["echoed"], report["websocket"]
+    assert report["sse"]["status"] == 200 and len(report["sse"]["arrivals"]) == 5
+    assert report["sse"]["smallest_gap"] > 0.05  # one by one, 0.1 s apart, not in a batch
+    assert report["concurrency"]["failed"] == 0
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_each_app_runs_its_own_master_with_its_own_workers_and_user(record, name):
+    own, other = record["before"][name], record["before"][next(app for app in APPS if app != name)]
+    print(f"\n{name}: master {own['main_pid']}, workers {own['workers']}, cgroup {own['cgroup']}")
+    assert len(own["workers"]) == APPS[name]["workers"]
+    # Everything in the service's cgroup is the master or one of its workers, as the app's user.
+    assert sorted([own["main_pid"], *own["workers"]]) == own["pids"]
+    assert own["users"] == [name]
+    assert set(own["pids"]).isdisjoint(other["pids"])
+
+
+def test_each_app_has_its_own_settings(host):
+    chat = host.file("/etc/chat/gunicorn_config.py").content_string
+    assert "workers = 3" in chat
+    assert "set explicitly by asgi_app_workers (the io rule" in chat
+    assert "Listen=0.0.0.0:8001 (Stream)" in host.check_output("systemctl show chat.socket -p Listen")
+
+
+def test_a_config_change_of_one_app_reloads_that_app_only(record):
+    before, after = record["before"], record["after_config"]
+    print(f"\nshop: {before['shop']['main_pid']} {before['shop']['workers']} -> "
+          f"{after['shop']['main_pid']} {after['shop']['workers']}; chat: {before['chat']['workers']} -> "
+          f"{after['chat']['workers']}")
+    # shop reloaded: the same master, new workers.
+    assert after["shop"]["main_pid"] == before["shop"]["main_pid"]
+    assert set(after["shop"]["workers"]).isdisjoint(before["shop"]["workers"])
+    assert len(after["shop"]["workers"]) == APPS["shop"]["workers"]
+    # chat was not touched.
+    assert after["chat"] == before["chat"]
+
+
+# --- The removal ----------------------------------------------------------------------------
+
+def test_removing_twice_changed_nothing_the_second_time(record):
+    first, second = (recap(output) for output in record["removals"])
+    print(f"\nfirst removal: {first}\nsecond removal: {second}")
+    assert first["failed"] == 0 and first["changed"] > 0
+    assert second["failed"] == 0 and second["changed"] == 0
+    # Everything was the role's: nothing was kept back.
+    assert "Removing shop kept" not in record["removals"][0]
+
+
+@pytest.mark.parametrize("unit", ["shop.service", "shop.socket"])
+def test_removed_units_are_gone(host, unit):
+    assert host.check_output(f"systemctl show {unit} -p LoadState --value") == "not-found"
+    assert host.run(f"systemctl list-unit-files {unit} --no-legend").stdout.strip() == ""
+    assert host.check_output(f"find /etc/systemd/system -name {unit}") == ""
+
+
+@pytest.mark.parametrize("path", ["/opt/shop", "/etc/shop", "/run/shop",
+                                  "/etc/nginx/sites-enabled/shop.conf", "/etc/nginx/sites-available/shop.conf"])
+def test_removed_files_are_gone(host, path):
+    assert not host.file(path).exists
+
+
+def test_removed_user_and_group_are_gone(host):
+    assert host.run("getent passwd shop").rc == 2
+    assert host.run("getent group shop").rc == 2
+    # No file on the host still belongs to the user's number or the group's.
+    assert host.check_output("find / -xdev -nouser -o -xdev -nogroup | head -n 5") == ""
+
+
+def test_removed_port_refuses_connections(host, removed_url):
+    refused = host.run("python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8000), 5)'")
+    assert refused.rc != 0 and "ConnectionRefusedError" in refused.stderr, refused.stderr
+    with pytest.raises(httpx.HTTPError):
+        probes.http_get(removed_url + "/health", timeout=5)
+
+
+def test_nginx_lost_the_site_by_a_reload(record, host):
+    before, after = record["untouched_before"][-1], record["untouched_after"][-1]
+    print(f"\nnginx {before} -> {after}; shop through nginx before the removal: {record['through_nginx']}")
+    assert record["through_nginx"] == 200
+    # Reloaded, never restarted: the same master, and it no longer serves shop's port.
+    assert after == before and after != "MainPID=0"
+    assert host.service("nginx").is_running
+    refused = host.run("python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8080), 5)'")
+    assert "ConnectionRefusedError" in refused.stderr, refused.stderr
+
+
+# --- The app that stays ----------------------------------------------------------------------
+
+def test_other_app_kept_its_master_workers_and_files(record, host, service):
+    before, after, now = record["after_config"]["chat"], record["after_removal"]["chat"], processes(host, "chat")
+    print(f"\nchat before the removal {before['main_pid']} {before['workers']}, after "
+          f"{after['main_pid']} {after['workers']}, now {now['chat']['main_pid']}")
+    assert after == before
+    assert now["chat"]["main_pid"] == before["main_pid"] == service["main_pid"]
+    assert record["untouched_after"] == record["untouched_before"]
+
+
+def test_other_app_clients_saw_nothing_during_the_removal(record):
+    seen = record["clients"]
+    print(f"\n{probes.format_table([{**seen, 'event': 'remove shop'}])}")
+    assert seen["requests"] >= 2000 and seen["failed"] == 0, seen["errors"]
+    # Each WebSocket and SSE client kept the one connection it opened, and it kept working.
+    assert seen["ws_connections"] == seen["ws_clients"] and seen["ws_echoes"] > 0
+    assert (seen["ws_closes"], seen["ws_resets"], seen["ws_errors"], seen["ws_connect_failures"]) == ({}, 0, 0, 0)
+    assert seen["sse_streams"] == seen["sse_clients"] and seen["sse_events"] > 0
+    assert seen["sse_ends"] == {"clean": 0, "broken": 0} and seen["sse_connect_failures"] == 0
+
+
+def test_other_app_still_answers_http_websocket_and_sse(host, app_url, worker_pids):
+    assert host.service("chat").is_running and host.service("chat.socket").is_enabled
+    health = probes.http_get(app_url + "/health")
+    assert health.status == 200 and health.body["pid"] in worker_pids()
+    echo = probes.websocket_echo(app_url.replace("http", "ws", 1) + "/ws", ["still here"])
+    assert echo.echoed, echo.error
+    sse = probes.sse_events(app_url + "/sse?count=3&interval=0.2", count=3)
+    assert [event["id"] for event in sse.events] == ["0", "1", "2"]
+    assert sse.smallest_gap > 0.1
