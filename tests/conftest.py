@@ -3,6 +3,7 @@
 import contextlib
 import http.server
 import importlib.util
+import re
 import sys
 import threading
 from pathlib import Path
@@ -19,6 +20,16 @@ def load_module(name, path):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def tested_debian_releases():
+    """{release number: codename} of the Debian releases `make test` runs the scenarios on:
+    the Makefile's DEBIAN_RELEASES, named as tools/test-image.sh names them."""
+    makefile = (REPO / "Makefile").read_text()
+    releases = re.search(r"^DEBIAN_RELEASES := (.+)$", makefile, re.MULTILINE).group(1).split()
+    script = (REPO / "tools" / "test-image.sh").read_text()
+    codenames = dict(re.findall(r"^\s*(\d+)\) suite=(\w+) ;;", script, re.MULTILINE))
+    return {release: codenames[release] for release in releases}
 
 
 @pytest.fixture(scope="session")

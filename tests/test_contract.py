@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-from conftest import REPO, ROLE, load_module
+from conftest import REPO, ROLE, load_module, tested_debian_releases
 
 
 def test_defaults_and_argument_specs_agree():
@@ -56,3 +56,11 @@ def test_reference_templates_match_the_role():
         committed = REPO / "templates" / name
         assert committed.is_file() and committed.read_text() == content, (
             f"templates/{name} drifted from the role: run python tools/render_role.py --write")
+
+
+def test_meta_lists_exactly_the_tested_debian_releases():
+    releases = tested_debian_releases()
+    assert list(releases) == ["12", "13"]
+    platforms = yaml.safe_load((ROLE / "meta" / "main.yml").read_text())["galaxy_info"]["platforms"]
+    assert platforms == [{"name": "Debian", "versions": list(releases.values())}], (
+        "roles/asgi_app/meta/main.yml's platforms differ from the Makefile's DEBIAN_RELEASES")
