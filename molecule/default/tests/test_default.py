@@ -3,6 +3,9 @@
 import time
 
 import probes
+from served import (  # noqa: F401 (collected by pytest as this module's tests)
+    test_health_answers_200, test_running_workers_are_uvicorn_workers,
+    test_sse_events_arrive_separately, test_websocket_handshake_and_echo)
 
 
 def test_unit_is_active_and_enabled(host, service):
@@ -43,18 +46,6 @@ def test_worker_count_matches_rule_for_target_cpus(usable_cores, worker_pids):
     assert len(workers) == expected
 
 
-def test_running_workers_are_uvicorn_workers(host, service, journal, process, worker_pids):
-    log = journal()
-    assert "Using worker: UvicornWorker" in log
-    # Each live worker process logged Uvicorn's own start-up line with its PID.
-    for pid in worker_pids():
-        assert f"Started server process [{pid}]" in log, f"worker {pid} is not running Uvicorn"
-        assert process(pid)[0] == service["user"]
-    # The class that runs is the config's subclass of uvicorn_worker.UvicornWorker.
-    config = host.file(f"/etc/{service['user']}/gunicorn_config.py").content_string
-    assert "from uvicorn_worker import UvicornWorker as _UvicornWorkerBase" in config
-
-
 def test_each_request_reaches_the_journal_as_one_access_line(journal, app_url):
     """Access lines are written in batches: each arrives, whole, a fraction of a second later."""
     marker = f"access-{time.time_ns()}"
@@ -82,32 +73,6 @@ def test_config_passes_gunicorn_check_config(host, app_name):
     result = host.run(f"/opt/{app_name}/current/venv/bin/gunicorn --check-config "
                       f"--config /etc/{app_name}/gunicorn_config.py --chdir /opt/{app_name}/current/app")
     assert result.rc == 0, result.stderr
-
-
-def test_health_answers_200(app_url):
-    result = probes.http_get(app_url + "/health")
-    assert result.status == 200
-    assert result.body["status"] == "ok"
-
-
-def test_websocket_handshake_and_echo(app_url):
-    messages = ["hello", "über", "x" * 4096]
-    result = probes.websocket_echo(app_url.replace("http", "ws", 1) + "/ws", messages)
-    assert result.handshake, result.error
-    assert result.received == [f"echo: {m}" for m in messages]
-    assert result.close_code == 1000
-
-
-def test_sse_events_arrive_separately(app_url):
-    interval = 0.2
-    result = probes.sse_events(app_url + f"/sse?count=5&interval={interval}", count=5)
-    print(f"\nSSE arrivals: {[round(e['arrived'], 3) for e in result.events]} s")
-    assert result.status == 200
-    assert result.content_type.startswith("text/event-stream")
-    assert [event["id"] for event in result.events] == ["0", "1", "2", "3", "4"]
-    # Buffered events would arrive together; these come one interval apart.
-    assert result.smallest_gap > interval / 2
-    assert result.spread > 4 * interval * 0.8
 
 
 def test_io_endpoint_serves_concurrently(app_url, worker_pids):

@@ -16,7 +16,10 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-import probes
+# The app the installed collection deployed: judged as the default scenario's deploy is.
+from served import (  # noqa: F401 (collected by pytest as this module's tests)
+    test_health_answers_200, test_running_workers_are_uvicorn_workers,
+    test_sse_events_arrive_separately, test_websocket_handshake_and_echo)
 
 RECORD_DIR = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "collection"
 # What a user runs and reads. Everything else in the repository develops and tests the collection.
@@ -167,44 +170,3 @@ def test_ansible_doc_shows_the_role_from_the_installed_collection(repo, installe
     assert {"asgi_app_name", "asgi_app_module"} <= required
     for option in main["options"]:
         assert re.search(rf"^{'=' if option in required else '-'} {option}\s", doc, re.M), option
-
-
-# The app the installed collection deployed
-
-
-def test_running_workers_are_uvicorn_workers(host, service, journal, process, worker_pids):
-    log = journal()
-    assert "Using worker: UvicornWorker" in log
-    workers = worker_pids()
-    assert workers
-    for pid in workers:
-        assert f"Started server process [{pid}]" in log, f"worker {pid} is not running Uvicorn"
-        assert process(pid)[0] == service["user"]
-    config = host.file(f"/etc/{service['user']}/gunicorn_config.py").content_string
-    assert "from uvicorn_worker import UvicornWorker as _UvicornWorkerBase" in config
-
-
-def test_health_answers_200(app_url):
-    result = probes.http_get(app_url + "/health")
-    assert result.status == 200
-    assert result.body["status"] == "ok"
-
-
-def test_websocket_handshake_and_echo(app_url):
-    messages = ["hello", "über", "x" * 4096]
-    result = probes.websocket_echo(app_url.replace("http", "ws", 1) + "/ws", messages)
-    assert result.handshake, result.error
-    assert result.received == [f"echo: {m}" for m in messages]
-    assert result.close_code == 1000
-
-
-def test_sse_events_arrive_separately(app_url):
-    interval = 0.2
-    result = probes.sse_events(app_url + f"/sse?count=5&interval={interval}", count=5)
-    print(f"\nSSE arrivals: {[round(e['arrived'], 3) for e in result.events]} s")
-    assert result.status == 200
-    assert result.content_type.startswith("text/event-stream")
-    assert [event["id"] for event in result.events] == ["0", "1", "2", "3", "4"]
-    # Buffered events would arrive together; these come one interval apart.
-    assert result.smallest_gap > interval / 2
-    assert result.spread > 4 * interval * 0.8
