@@ -72,8 +72,8 @@ molecule: $(addprefix molecule-debian,$(DEBIAN_RELEASES))
 molecule-debian12 molecule-debian13: molecule-debian%: setup engine
 	image=$$(tools/test-image.sh $* | tail -n 1); \
 	ASGI_APP_DEBIAN=$* ASGI_APP_TEST_IMAGE=$$image molecule test \
-	  $(if $(SCENARIO),--scenario-name $(SCENARIO),--all $(addprefix --exclude ,$(MOLECULE_SKIP_$*))); \
-	echo "molecule-debian$*: the scenarios above passed on Debian $* ($$image)"
+	  $(if $(SCENARIO),--scenario-name $(SCENARIO),--all $(addprefix --exclude ,$(MOLECULE_SKIP_$*)))
+	@echo "molecule-debian$*: the scenarios above passed on Debian $* ($$(tools/test-image.sh $* | tail -n 1))"
 
 clean-demo:
 	docker rm -f asgi-app-demo >/dev/null 2>&1 || true
