@@ -15,7 +15,7 @@ COLLECTION_LINK := .ansible/collections/ansible_collections/asgi/gunicorn
 
 # Debian releases the scenarios run on; roles/asgi_app/meta/main.yml lists the same ones.
 DEBIAN_RELEASES := 12 13
-# Scenarios `make test` leaves out on a release, to stay within an hour on 2 cores: fleet and
+# Scenarios `make test` leaves out on a release, to keep it to about an hour on 2 cores: fleet and
 # guardrails exercise the role's own logic, which does not change with the release (Debian 13's
 # Python, systemd, nginx and wheels are exercised by the others). The GitHub workflow runs every
 # scenario on every release; `make molecule-debian13 SCENARIO=fleet` runs one here.
