@@ -22,7 +22,7 @@ def load_module(name, path):
     return module
 
 
-def tested_debian_releases():
+def debian_releases_under_test():
     """{release number: codename} of the Debian releases `make test` runs the scenarios on:
     the Makefile's DEBIAN_RELEASES, named as tools/test-image.sh names them."""
     makefile = (REPO / "Makefile").read_text()

@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-from conftest import REPO, ROLE, load_module, tested_debian_releases
+from conftest import REPO, ROLE, load_module, debian_releases_under_test
 
 
 def test_defaults_and_argument_specs_agree():
@@ -58,8 +58,8 @@ def test_reference_templates_match_the_role():
             f"templates/{name} drifted from the role: run python tools/render_role.py --write")
 
 
-def test_meta_lists_exactly_the_tested_debian_releases():
-    releases = tested_debian_releases()
+def test_meta_lists_exactly_the_debian_releases_under_test():
+    releases = debian_releases_under_test()
     assert list(releases) == ["12", "13"]
     platforms = yaml.safe_load((ROLE / "meta" / "main.yml").read_text())["galaxy_info"]["platforms"]
     assert platforms == [{"name": "Debian", "versions": list(releases.values())}], (

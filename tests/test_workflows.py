@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, ROLE
+from conftest import REPO, ROLE, debian_releases_under_test
 
 WORKFLOWS = REPO / ".github" / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml")) + sorted(WORKFLOWS.glob("*.yaml"))
 # The names meta/main.yml uses for Debian releases, and the numbers the Makefile's targets use.
-DEBIAN_RELEASES = {"bookworm": 12, "trixie": 13}
+DEBIAN_RELEASES = {codename: int(number) for number, codename in debian_releases_under_test().items()}
 
 
 def tool(name):
