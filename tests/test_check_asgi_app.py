@@ -21,6 +21,9 @@ def check(target):
 @pytest.mark.parametrize("target, said", [
     ("candidates:good", "its lifespan startup and shutdown ran"),
     ("candidates:without_lifespan", "it does not use lifespan"),
+    ("candidates:create_app()", "its lifespan startup and shutdown ran"),
+    ("candidates:create_app('with a title', )", "its lifespan startup and shutdown ran"),
+    ("candidates:create_app(title='keyword')", "its lifespan startup and shutdown ran"),
 ])
 def test_asgi_applications_pass(target, said):
     rc, output = check(target)
@@ -33,7 +36,11 @@ def test_asgi_applications_pass(target, said):
     ("candidates:missing", "AttributeError"),
     ("candidates:failing_lifespan", "RuntimeError: database unreachable"),
     ("candidates:wsgi", "like a WSGI application"),
-    ("candidates:not_callable", "42 is not callable"),
+    # Refused by gunicorn's own loader, with its own reasons.
+    ("candidates:not_callable", "Application object must be callable"),
+    ("candidates:Holder.app", "Failed to parse 'Holder.app' as an attribute name or function call"),
+    ("candidates:create_app(make())", "Failed to parse arguments as literal values"),
+    ("candidates:create_app(1, 2)", "create_app() takes from 0 to 1 positional arguments but 2 were given"),
     ("candidates:FastAPI", "is a class"),
     ("candidates:sync_three_arguments", "not an awaitable"),
 ])
@@ -50,3 +57,4 @@ def test_example_app_passes():
                             capture_output=True, text=True, timeout=120, cwd=REPO / "examples" / "app",
                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
+

@@ -8,6 +8,7 @@ GOOD = {
     "asgi_app_worker_class": "uvicorn_worker.UvicornWorker", "asgi_app_gunicorn_version": "27.0.1",
     "asgi_app_h11_min_version": "0.16.0", "asgi_app_bind": "127.0.0.1:8000",
     "asgi_app_root": "/opt/shop-api", "asgi_app_config_dir": "/etc/shop-api", "socket_dir": "/run/shop-api",
+    "asgi_app_state_dir": "/var/lib/shop-api", "asgi_app_writable_paths": [],
 }
 
 BAD = {
@@ -24,10 +25,36 @@ BAD = {
                          "not a dotted path"),
     "native asgi on old gunicorn": ({"asgi_app_worker_class": "asgi", "asgi_app_gunicorn_version": "26.0.0"},
                                     "asgi_app_gunicorn_version '26.0.0'", "27.0.0"),
-    "module without attribute": ({"asgi_app_module": "main"}, "asgi_app_module is 'main'",
-                                 "package.module:attribute"),
     "module with a dash": ({"asgi_app_module": "my-app:app"}, "asgi_app_module", "main:app"),
-    "two colons": ({"asgi_app_module": "a:b:c"}, "asgi_app_module", "attribute"),
+    "two colons": ({"asgi_app_module": "a:b:c"}, "asgi_app_module is 'a:b:c', which gunicorn refuses",
+                   "Failed to parse 'b:c' as an attribute name or function call."),
+    "attribute of an attribute": ({"asgi_app_module": "app:Holder.asgi"}, "asgi_app_module is 'app:Holder.asgi'",
+                                  "Failed to parse 'Holder.asgi' as an attribute name or function call."),
+    "method as factory": ({"asgi_app_module": "app:Holder.make()"}, "asgi_app_module",
+                          "Function reference must be a simple name: 'Holder.make()'"),
+    "factory with a variable": ({"asgi_app_module": "app:create_app(settings)"}, "asgi_app_module",
+                                "Failed to parse arguments as literal values: 'create_app(settings)'"),
+    "factory with **kwargs": ({"asgi_app_module": "app:create_app(**{'a': 1})"}, "asgi_app_module",
+                              "Failed to parse arguments as literal values"),
+    "empty module": ({"asgi_app_module": ":app"}, "asgi_app_module is ':app'", "'package.module:create_app()'"),
+    "relative state dir": ({"asgi_app_state_dir": "var/lib/shop"}, "asgi_app_state_dir is 'var/lib/shop'",
+                           "absolute path"),
+    "state dir inside the releases' root": ({"asgi_app_state_dir": "/opt/shop-api/data"},
+                                            "asgi_app_state_dir is '/opt/shop-api/data'", "'/var/lib/shop-api'"),
+    "state dir is /var": ({"asgi_app_state_dir": "/var"}, "asgi_app_state_dir is '/var'", "two levels"),
+    "static url without its last slash": ({"asgi_app_proxy_static": [{"url": "/static", "path": "static"}]},
+                                          "asgi_app_proxy_static has url '/static'", "'/static../'"),
+    "static path climbing out": ({"asgi_app_proxy_static": [{"url": "/static/", "path": "../etc"}]},
+                                 "asgi_app_proxy_static has path '../etc'", "without '.' or '..'"),
+    "static root unknown": ({"asgi_app_proxy_static": [{"url": "/static/", "path": "s", "root": "home"}]},
+                            "asgi_app_proxy_static has root 'home'", "'state'"),
+    "release command not a string": ({"asgi_app_release_commands": [["alembic", "upgrade", "head"]]},
+                                     "asgi_app_release_commands has ['alembic', 'upgrade', 'head']",
+                                     "{command: ..., once: true|false}"),
+    "release command once not a bool": ({"asgi_app_release_commands": [{"command": "x", "once": "no"}]},
+                                        "asgi_app_release_commands has", "once: true|false"),
+    "relative writable path": ({"asgi_app_writable_paths": ["/srv/media", "media"]},
+                               "asgi_app_writable_paths has 'media'", "absolute"),
     "no source": ({"asgi_app_src": ""}, "set exactly one", "asgi_app_package"),
     "two sources": ({"asgi_app_package": "shop==1.0"}, "set exactly one", "asgi_app_src"),
     "missing directory": ({"src_is_directory": False}, "asgi_app_src is '/src/shop'", "no such directory"),
@@ -71,6 +98,22 @@ def test_bad_input_is_refused_with_a_message(inputs, case):
     assert len(problems) == 1, problems
     assert names in problems[0]
     assert advice in problems[0]
+
+
+@pytest.mark.parametrize("spec", [
+    "main:app", "shop.main:app", "main", "main:create_app()", "main:create_app('production', debug=False)",
+    "main:create_app(settings={'workers': [1, 2]}, name=None)",
+])
+def test_every_spec_gunicorn_takes_is_accepted(inputs, spec):
+    assert inputs.check_inputs({**GOOD, "asgi_app_module": spec})["problems"] == []
+
+
+def test_release_commands_say_where_they_run(inputs):
+    result = inputs.check_inputs({**GOOD, "asgi_app_release_commands_once": True, "asgi_app_release_commands": [
+        "alembic upgrade head", {"command": "python manage.py collectstatic --noinput", "once": False}]})
+    assert result["release_commands"] == [
+        {"command": "alembic upgrade head", "once": True},
+        {"command": "python manage.py collectstatic --noinput", "once": False}]
 
 
 def test_all_problems_are_reported_at_once(inputs):

@@ -76,3 +76,22 @@ def test_unix_socket_behind_nginx_is_nginx_only_and_trusted(render):
     plain = {**unix, "asgi_app_proxy": False}
     assert "SocketGroup=shop-api" in render("asgi_app.socket.j2", TWO_CPUS, **plain)
     assert 'forwarded_allow_ips = "127.0.0.1"' in render("gunicorn_config.py.j2", TWO_CPUS, **plain)
+
+
+def test_static_files_are_served_by_nginx_from_the_release_or_the_state_directory(site):
+    text = site(asgi_app_proxy_static=[{"url": "/static/", "root": "state", "path": "static"},
+                                       {"url": "/assets/", "path": "dist/assets/"}])
+    assert directives(text, "alias") == ["/var/lib/shop-api/static/", "/opt/shop-api/current/app/dist/assets/"]
+    assert re.findall(r"location \^~ (\S+) \{", text) == ["/static/", "/assets/"]
+    assert directives(text, "autoindex") == ["off", "off"]
+    assert directives(text, "etag") == ["on", "on"]
+    # A load balancer in front of several app hosts has no files of theirs to serve.
+    assert directives(site(asgi_app_proxy_static=[{"url": "/static/", "path": "static"}],
+                           asgi_app_proxy_upstreams=["10.0.0.11:8000"]), "alias") == []
+
+
+def test_extra_config_goes_into_the_server_block(site):
+    text = site(asgi_app_proxy_extra_config="location = /robots.txt {\n    return 200 \"User-agent: *\\n\";\n}")
+    server = text[text.rindex("server {"):]
+    assert "    location = /robots.txt {\n        return 200" in server
+    assert server.rstrip().endswith("}\n}")

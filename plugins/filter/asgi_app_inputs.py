@@ -7,6 +7,7 @@ class into module and class) for the templates. A removal (asgi_app_state: absen
 the names and directories it removes, so only those are checked then.
 """
 
+import ast
 import re
 
 from ansible.utils.display import Display
@@ -27,7 +28,7 @@ FLOORS = {"asgi_app_gunicorn_version": ("23.0.0", "gunicorn before 23.0.0 allows
                                                  "(CVE-2025-43859)")}
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 DOTTED = rf"{IDENTIFIER}(?:\.{IDENTIFIER})*"
-MODULE_RE = re.compile(rf"^{DOTTED}:{DOTTED}(?:\(.*\))?$")
+MODULE_PATH_RE = re.compile(rf"^{DOTTED}$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 ENV_NAME_RE = re.compile(rf"^{IDENTIFIER}$")
 HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
@@ -124,6 +125,37 @@ def check_bind_is_free(text, bind, name, apps, problems):
                 "(asgi_app_state: absent).")
 
 
+def app_spec_problem(spec):
+    """Why gunicorn would refuse spec, in gunicorn's own words (gunicorn.util.import_app), or None.
+
+    gunicorn takes 'module:name' or 'module:factory(...)' with literal arguments; 'module' alone
+    means 'module:application'. The import itself is the release's check, on the target.
+    """
+    module, sep, obj = spec.partition(":")
+    if not sep:
+        obj = "application"
+    if not MODULE_PATH_RE.match(module):
+        return f"'{module}' is not a module's import path (package.module)."
+    try:
+        expression = ast.parse(obj, mode="eval").body
+    except SyntaxError:
+        return f"Failed to parse {obj!r} as an attribute name or function call."
+    if isinstance(expression, ast.Name):
+        return None
+    if not isinstance(expression, ast.Call):
+        return f"Failed to parse {obj!r} as an attribute name or function call."
+    if not isinstance(expression.func, ast.Name):
+        return f"Function reference must be a simple name: {obj!r}"
+    try:
+        for argument in expression.args + [keyword.value for keyword in expression.keywords]:
+            ast.literal_eval(argument)
+    except ValueError:
+        return f"Failed to parse arguments as literal values: {obj!r}"
+    if any(keyword.arg is None for keyword in expression.keywords):
+        return f"Failed to parse arguments as literal values: {obj!r}"
+    return None
+
+
 def check_app_dirs(settings, problems):
     name = settings.get("asgi_app_name")
     for variable, parent in APP_DIRS.items():
@@ -136,8 +168,77 @@ def check_app_dirs(settings, problems):
                 f"at least two levels deep, without '.' or '..'. For example '{parent}/{name}'.")
 
 
+def _inside(path, directory):
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def check_writable_paths(settings, problems):
+    """The app's state directory and the other paths it may write: absolute, and none the role
+    owns (its code and configuration stay read-only to the app, and are deleted on removal)."""
+    name = settings.get("asgi_app_name")
+    state_dir = str(settings.get("asgi_app_state_dir") or "")
+    parts = [part for part in state_dir.split("/") if part]
+    # Only the role's directories that are valid themselves (check_app_dirs reports the others).
+    owned = [path for path in (str(settings.get(variable) or "") for variable in APP_DIRS)
+             if path.startswith("/") and len([part for part in path.split("/") if part]) >= 2]
+    if not state_dir.startswith("/") or len(parts) < 2 or {".", ".."} & set(parts):
+        problems.append(
+            f"asgi_app_state_dir is '{state_dir}': the app's data lives there and the role makes it "
+            "the app's own, so it must be an absolute path at least two levels deep, without '.' "
+            f"or '..'. For example '/var/lib/{name}'.")
+    elif any(_inside(state_dir, directory) or _inside(directory, state_dir) for directory in owned if directory):
+        problems.append(
+            f"asgi_app_state_dir is '{state_dir}': it overlaps {' or '.join(owned)}, which hold the "
+            "app's code and configuration (read-only to the app, replaced on deploys, deleted on "
+            f"removal). Keep data apart, for example in '/var/lib/{name}'.")
+    for path in settings.get("asgi_app_writable_paths") or []:
+        if not str(path).startswith("/") or str(path).rstrip("/") == "":
+            problems.append(
+                f"asgi_app_writable_paths has '{path}': each entry must be an absolute path other "
+                "than / (an existing directory or file the app may write to, such as '/srv/media').")
+
+
+def check_proxy_static(entries, problems):
+    """asgi_app_proxy_static: where nginx serves files itself, and from which directory."""
+    for entry in entries or []:
+        entry = entry if isinstance(entry, dict) else {}
+        url, path = str(entry.get("url") or ""), str(entry.get("path") or "")
+        root = entry.get("root", "release")
+        parts = [part for part in path.split("/") if part]
+        if not (url.startswith("/") and url.endswith("/") and len(url) > 1) or ".." in url.split("/"):
+            problems.append(
+                f"asgi_app_proxy_static has url '{url}': it must be a URL prefix that starts and ends "
+                "with '/', such as '/static/' (without the last '/', nginx's alias would serve "
+                "'/static../' from the directory's parent).")
+        if path.startswith("/") or not parts or {".", ".."} & set(parts):
+            problems.append(
+                f"asgi_app_proxy_static has path '{path}' for '{url}': it must be a directory relative "
+                "to the release's code (root: release) or the state directory (root: state), without "
+                "'.' or '..', such as 'static'.")
+        if root not in ("release", "state"):
+            problems.append(
+                f"asgi_app_proxy_static has root '{root}' for '{url}': use 'release' (the live "
+                "release's code directory) or 'state' (asgi_app_state_dir).")
+
+
+def check_release_commands(commands, once, problems):
+    """asgi_app_release_commands, each as {"command", "once"}: a string runs as asgi_app_release_commands_once
+    says, a dict {command, once} chooses for itself."""
+    normalized = []
+    for entry in commands or []:
+        command, runs_once = (entry.get("command"), entry.get("once", once)) if isinstance(entry, dict) else (entry, once)
+        if not isinstance(command, str) or not command.strip() or not isinstance(runs_once, bool):
+            problems.append(
+                f"asgi_app_release_commands has {entry!r}: each entry is a shell command, or a dict "
+                "{command: ..., once: true|false} to choose where it runs (once: false runs it on every "
+                "host that builds the release, after the commands that run once).")
+            continue
+        normalized.append({"command": command, "once": runs_once})
+    return normalized
+
+
 def check_source_findings(findings, source, strict, problems, warnings):
-    """What files/check_app_source.py found in the app's source on the controller."""
+    """What the check of plugins/module_utils/asgi_app_source.py found in the app's source on the controller."""
     for finding in findings:
         where = f"{source}/{finding['file']}:{finding['line']}"
         if finding["severity"] == "error":
@@ -165,13 +266,16 @@ def check_inputs(settings):
         problems.append(f"asgi_app_state is '{state}': use 'present' to deploy the app or 'absent' to remove it.")
     check_app_dirs(settings, problems)
     if state == "absent":
-        return {"worker": None, "bind": None, "warnings": warnings, "problems": problems}
-    module = settings.get("asgi_app_module")
-    if not MODULE_RE.match(str(module or "")):
+        return {"worker": None, "bind": None, "release_commands": [], "warnings": warnings, "problems": problems}
+    module = str(settings.get("asgi_app_module") or "")
+    refused = app_spec_problem(module)
+    if refused:
         problems.append(
-            f"asgi_app_module is '{module}': gunicorn needs 'package.module:attribute', the "
-            "import path of the module, a colon, and the name of the ASGI application in it. "
-            "For example 'main:app' for app = FastAPI() in main.py.")
+            f"asgi_app_module is '{module}', which gunicorn refuses: {refused} gunicorn takes "
+            "'package.module:name' (for example 'main:app' for app = FastAPI() in main.py) or a "
+            "factory called with literal arguments, 'package.module:create_app()'; an attribute of "
+            "an attribute ('main:Holder.app') is neither, so give the application a name of its "
+            "own in the module.")
     src, package = settings.get("asgi_app_src") or "", settings.get("asgi_app_package") or ""
     if bool(src) == bool(package):
         problems.append(
@@ -194,6 +298,10 @@ def check_inputs(settings):
             problems.append(
                 f"asgi_app_environment has the key '{key}': environment variable names are "
                 "letters, digits and underscores, not starting with a digit.")
+    check_writable_paths(settings, problems)
+    check_proxy_static(settings.get("asgi_app_proxy_static"), problems)
+    release_commands = check_release_commands(settings.get("asgi_app_release_commands"),
+                                              settings.get("asgi_app_release_commands_once", True), problems)
     worker = check_worker_class(settings.get("asgi_app_worker_class"),
                                 settings.get("asgi_app_gunicorn_version"), problems, warnings)
     bind = check_bind(settings.get("asgi_app_bind"), settings["socket_dir"], problems)
@@ -202,7 +310,8 @@ def check_inputs(settings):
                           bool(settings.get("asgi_app_source_check_strict")), problems, warnings)
     for warning in warnings:
         Display().warning(warning)
-    return {"worker": worker, "bind": bind, "warnings": warnings, "problems": problems}
+    return {"worker": worker, "bind": bind, "release_commands": release_commands, "warnings": warnings,
+            "problems": problems}
 
 
 class FilterModule:

@@ -17,7 +17,8 @@ from ansible.utils.display import Display
 # below it are the base system's own accounts (root, daemon, adm, www-data, ...).
 SYSTEM_IDS = range(100, 1000)
 # What the role writes into each of the app's directories; *.sock files are the socket unit's.
-ROLE_ENTRIES = {"root": {"releases", "current"}, "config": {"gunicorn_config.py", "environment"},
+ROLE_ENTRIES = {"root": {"releases", "current"},
+                "config": {"gunicorn_config.py", "environment", "environment.candidate"},
                 "socket": {"gunicorn"}}
 
 

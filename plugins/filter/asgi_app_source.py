@@ -1,44 +1,36 @@
-"""The role's source check (roles/asgi_app/files/check_app_source.py), run in Ansible's process.
+"""The app's source, read on the controller in Ansible's process: asgi_app_source.
 
-The script stays what it is, a standalone check on the standard library only
-(``python check_app_source.py path/to/app``); this filter loads that same file and calls it, so
-that preflight reads the app's source on the controller without starting a command for it.
+plugins/module_utils/asgi_app_source.py does the work (its docstring explains the one listing
+that the digest, the check and the archive share, and the exclude patterns). Preflight calls it
+through this filter, without starting a command; the role later runs the same file as a script,
+whose path the filter returns, to write the archive it transfers to the host.
 """
 
-import importlib.util
-
 from ansible.errors import AnsibleFilterError
-
-_CHECKERS = {}
-
-
-def _checker(script):
-    if script not in _CHECKERS:
-        spec = importlib.util.spec_from_file_location("asgi_app_check_app_source", script)
-        if spec is None or spec.loader is None:
-            raise AnsibleFilterError(f"asgi_app: cannot load the source check {script}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _CHECKERS[script] = module
-    return _CHECKERS[script]
+from ansible_collections.asgi.gunicorn.plugins.module_utils.asgi_app_source import (
+    DEFAULT_EXCLUDE,
+    SCRIPT,
+    inspect_source,
+)
 
 
-def source_check(source, script):
-    """What ``check_app_source.py --json SOURCE`` prints: findings, unparsable files, digest.
+def asgi_app_source(source, exclude=None):
+    """What ``asgi_app_source.py check --json SOURCE`` prints, and the script's path.
 
-    ``source`` is a directory, a wheel or zip, or an sdist on the controller; ``script`` the
-    path of check_app_source.py (the role's files/).
+    ``source`` is a directory, a wheel or zip, or an sdist on the controller; ``exclude`` the
+    patterns of what a directory does not deploy (asgi_app_src_exclude), DEFAULT_EXCLUDE when
+    omitted. Returns {"digest", "files", "bytes", "findings", "unparsable", "script"}, "script"
+    being the absolute path of the module to run as ``python SCRIPT archive SOURCE DEST ...``.
     """
     try:
-        return _checker(str(script)).inspect_source(str(source))
-    except AnsibleFilterError:
-        raise
-    except Exception as exc:  # an unreadable file or archive: say which source, and why
-        raise AnsibleFilterError(f"asgi_app: the source check of {source} failed: {exc!r}") from exc
+        result = inspect_source(str(source), DEFAULT_EXCLUDE if exclude is None else exclude)
+    except Exception as exc:  # a link that leads nowhere, an unreadable file or archive: say which, and why
+        raise AnsibleFilterError(f"asgi_app: cannot read the application's source {source}: {exc}") from exc
+    return {**result, "script": SCRIPT}
 
 
 class FilterModule:
-    """asgi_app source check."""
+    """asgi_app's source: digest, size, check findings, and the script that archives it."""
 
     def filters(self):
-        return {"asgi_app_source_check": source_check}
+        return {"asgi_app_source": asgi_app_source}

@@ -2,18 +2,19 @@
 """Import an ASGI application the way a worker will, and check that it can serve.
 
 Run by the asgi_app role on the target, with the new release's virtualenv, as the app's user,
-in the app's environment, before the new release may serve traffic:
+in the service's sandbox and environment, before the new release may serve traffic:
 
-    python check_asgi_app.py package.module:attribute
+    python check_asgi_app.py 'package.module:attribute'
+    python check_asgi_app.py 'package.module:create_app()'
 
-It imports the module, checks that the attribute is an ASGI application (a callable taking
-scope, receive and send whose call is awaitable), and runs the lifespan startup and shutdown
-when the application supports them. On failure it prints the reason or the traceback and
-exits with 1; the release is then not switched to.
+It loads the application with gunicorn's own loader (gunicorn.util.import_app, so a factory is
+called as a worker would call it), checks that the result is an ASGI application (a callable
+taking scope, receive and send whose call is awaitable), and runs the lifespan startup and
+shutdown when the application supports them. On failure it prints the reason or the traceback
+and exits with 1; the release is then not switched to.
 """
 
 import asyncio
-import importlib
 import inspect
 import os
 import sys
@@ -23,12 +24,10 @@ LIFESPAN_TIMEOUT = 60
 
 
 def load(target):
-    module_name, _, attribute = target.partition(":")
-    module = importlib.import_module(module_name)
-    app = module
-    for part in attribute.split("."):
-        app = getattr(app, part)
-    return app
+    """The application as gunicorn's workers get it (its loader parses the spec and calls factories)."""
+    from gunicorn.util import import_app
+
+    return import_app(target)
 
 
 def asgi_problem(app):
@@ -98,7 +97,7 @@ def main():
     try:
         app = load(target)
     except Exception:
-        print(f"Importing {target} failed:\n{traceback.format_exc()}")
+        print(f"Loading {target} failed:\n{traceback.format_exc()}")
         return 1
     problem = asgi_problem(app)
     if problem:

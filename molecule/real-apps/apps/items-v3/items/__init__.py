@@ -1,0 +1,3 @@
+"""items: a small FastAPI + SQLAlchemy (asyncpg) + Alembic service, deployed by the real-apps scenario."""
+
+VERSION = "3.0.0"
