@@ -37,6 +37,7 @@ MAIN = '''\
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import env
@@ -45,6 +46,14 @@ from env.group_000 import mod_0000
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 INDEX = SOURCE_ROOT / "dist" / "index.html"
 ENV_MODULES_FOUND = sum(1 for _ in (SOURCE_ROOT / "env").rglob("mod_*.py"))
+
+# What /health answers: 200, or BIGTREE_HEALTH_STATUS (an app whose backend is down says 503).
+HEALTH_STATUS = int(os.environ.get("BIGTREE_HEALTH_STATUS", "200"))
+HEALTH_BODY = b"ok\\n" if HEALTH_STATUS == 200 else b"unhealthy: the backend this page needs is down\\n"
+
+# A cache file opened at import, where BIGTREE_CACHE says (as an app opening its SQLite file would).
+if os.environ.get("BIGTREE_CACHE"):
+    open(os.environ["BIGTREE_CACHE"], "a").close()
 
 
 async def send_response(send, status, body, content_type):
@@ -76,7 +85,7 @@ async def app(scope, receive, send):
     if method not in ("GET", "HEAD"):
         await send_response(send, 405, b"method not allowed\\n", b"text/plain")
     elif path == "/health":
-        await send_response(send, 200, b"ok\\n", b"text/plain")
+        await send_response(send, HEALTH_STATUS, HEALTH_BODY, b"text/plain")
     elif path == "/":
         page = await asyncio.to_thread(INDEX.read_bytes)
         await send_response(send, 200, page, b"text/html; charset=utf-8")

@@ -90,7 +90,7 @@ def release_dirs(name="items"):
 def test_converge_migrated_and_serves_1_0_0():
     assert set(served().values()) == {"1.0.0"}, served()
     assert database("SELECT version_num FROM alembic_version") == "0001"
-    record("converge: items 1.0.0 on both hosts, bigtree beside it", 0, 0, {})
+    record("converge: items 1.0.0 on both hosts, bigtree and djsite beside it", 0, 0, {})
 
 
 def test_the_app_writes_rows_and_uploads():
@@ -200,7 +200,7 @@ def test_django_behind_nginx_serves_its_static_files_from_nginx():
 def test_an_environment_that_breaks_the_app_goes_back_to_the_one_that_worked():
     app = target(FIRST_HOST)
     before = app.file("/etc/items/environment").sha256sum
-    broken = {"asgi_app_hosts": FIRST_HOST,
+    broken = {"asgi_app_hosts": FIRST_HOST, "asgi_app_health_timeout": 10,
               "asgi_app_environment": {"DATABASE_URL": "postgresql+asyncpg://items:wrong@asgi-real-apps-db:5432/items"}}
     rc, output, seconds, changed = run_play("deploy.yml", broken)
     record("environment only: a password the database refuses", rc, seconds, changed)
@@ -213,11 +213,26 @@ def test_an_environment_that_breaks_the_app_goes_back_to_the_one_that_worked():
     assert httpx.get(APP_HOSTS[FIRST_HOST] + "/health", timeout=10).status_code == 200
 
 
+def test_an_app_writing_beside_its_code_is_told_where_it_may_write():
+    # bigtree opens a cache file beside its code: the sandbox refuses, and the environment goes back.
+    writes = {**BIGTREE_VARS, "asgi_app_src": str(SOURCES / "bigtree"), "asgi_app_health_timeout": 10,
+              "asgi_app_environment": {"BIGTREE_CACHE": "/opt/bigtree/current/app/cache.db"}}
+    rc, output, seconds, changed = run_play("deploy.yml", writes)
+    record("bigtree: an environment that makes it write beside its code", rc, seconds, changed)
+    flat = " ".join(output.split())
+    assert rc != 0
+    assert "Read-only file system" in flat, output[-3000:]
+    assert "may write only to its state directory, /var/lib/bigtree ($STATE_DIRECTORY; asgi_app_state_dir)" in flat
+    assert "asgi_app_writable_paths" in flat
+    assert "It went back to what served before (environment)" in flat
+    assert "second page" in httpx.get(BIGTREE + "/", timeout=10).text
+
+
 def test_a_health_check_that_fails_says_what_came_back_within_the_timeout():
-    # items with a password the database refuses: it imports and starts, and /health says 503.
-    bad = {"asgi_app_hosts": FIRST_HOST, "asgi_app_name": "items-bad", "asgi_app_bind": "0.0.0.0:8002",
-           "asgi_app_health_timeout": 15, "asgi_app_release_commands": [],
-           "asgi_app_environment": {"DATABASE_URL": "postgresql+asyncpg://items:wrong@asgi-real-apps-db:5432/items"}}
+    # bigtree as a new app whose backend is down: it imports and starts, and /health says 503.
+    bad = {**BIGTREE_VARS, "asgi_app_name": "unhealthy", "asgi_app_src": str(SOURCES / "bigtree"),
+           "asgi_app_bind": "0.0.0.0:8002", "asgi_app_health_timeout": 15,
+           "asgi_app_environment": {"BIGTREE_HEALTH_STATUS": "503"}}
     rc, output, seconds, changed = run_play("deploy.yml", bad, ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
     record("first deploy of an app whose /health answers 503", rc, seconds, changed)
     flat = " ".join(output.split())
@@ -226,7 +241,7 @@ def test_a_health_check_that_fails_says_what_came_back_within_the_timeout():
     assert rc != 0
     assert polled <= 15 + 5, f"the health check took {polled} s, over its 15 s timeout"
     assert "did not answer http://127.0.0.1:8002/health (Host: localhost) with 200 within 15 s" in flat, output[-3000:]
-    assert "status 503, body starting" in flat
+    assert 'status 503, body starting "unhealthy: the backend this page needs is down' in flat
     assert "first deploy" in flat and "nothing to go back to" in flat
     removed, output, _, _ = run_play("deploy.yml", {**bad, "asgi_app_state": "absent"})
     assert removed == 0, output[-3000:]
