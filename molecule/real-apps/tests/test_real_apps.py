@@ -243,8 +243,14 @@ def test_a_health_check_that_fails_says_what_came_back_within_the_timeout():
     assert "did not answer http://127.0.0.1:8002/health (Host: localhost) with 200 within 15 s" in flat, output[-3000:]
     assert 'status 503, body starting "unhealthy: the backend this page needs is down' in flat
     assert "first deploy" in flat and "nothing to go back to" in flat
+    # Removed again: its data stays unless asgi_app_remove_data says otherwise, and the play says so.
+    app = target(FIRST_HOST)
+    app.run("echo kept > /var/lib/unhealthy/data.txt")
     removed, output, _, _ = run_play("deploy.yml", {**bad, "asgi_app_state": "absent"})
     assert removed == 0, output[-3000:]
+    assert "Kept /var/lib/unhealthy, the data of unhealthy" in " ".join(output.split())
+    assert app.file("/var/lib/unhealthy/data.txt").content_string == "kept\n"
+    assert not app.file("/opt/unhealthy").exists and not app.file("/etc/systemd/system/unhealthy.service").exists
 
 
 def test_a_spec_gunicorn_refuses_is_refused_in_preflight():

@@ -107,7 +107,7 @@ def test_removed_units_are_gone(host, unit):
     assert host.check_output(f"find /etc/systemd/system -name {unit}") == ""
 
 
-@pytest.mark.parametrize("path", ["/opt/shop", "/etc/shop", "/run/shop",
+@pytest.mark.parametrize("path", ["/opt/shop", "/etc/shop", "/run/shop", "/var/lib/shop",
                                   "/etc/nginx/sites-enabled/shop.conf", "/etc/nginx/sites-available/shop.conf"])
 def test_removed_files_are_gone(host, path):
     assert not host.file(path).exists
