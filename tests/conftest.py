@@ -3,6 +3,7 @@
 import contextlib
 import http.server
 import importlib.util
+import os
 import re
 import sys
 import threading
@@ -12,6 +13,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "asgi_app"
+# The role's gunicorn worker module, which it installs into each release's virtualenv: the
+# gunicorn_config.py the tests render imports it, in this process and in the gunicorns they start.
+WORKER_MODULE_DIR = ROLE / "files"
+sys.path.insert(0, str(WORKER_MODULE_DIR))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER_MODULE_DIR), os.environ.get("PYTHONPATH")]))
 
 
 def load_module(name, path):

@@ -426,8 +426,8 @@ def format_table(records: list[dict]) -> str:
 
     The output is a Markdown table whose columns are also aligned as plain text.
     """
-    header = ["event", "requests", "failed", "slowest (s)", "WS closes", "SSE ends", "stop (s)", "version"]
-    numeric = {"requests", "failed", "slowest (s)", "stop (s)"}
+    header = ["event", "requests", "failed", "p99 (s)", "slowest (s)", "WS closes", "SSE ends", "stop (s)", "version"]
+    numeric = {"requests", "failed", "p99 (s)", "slowest (s)", "stop (s)"}
     rows = []
     for record in records:
         stop = record.get("stop_seconds")
@@ -439,6 +439,7 @@ def format_table(records: list[dict]) -> str:
             str(record.get("event", "")),
             str(record.get("requests", 0)),
             str(record.get("failed", 0)),
+            f"{record.get('latency_p99', 0.0):.2f}",
             f"{record.get('latency_max', 0.0):.2f}",
             _counts_cell(record.get("ws_closes") or {}, {"reset": record.get("ws_resets", 0)}),
             _counts_cell(record.get("sse_ends") or {}),

@@ -63,7 +63,7 @@ def test_baseline_values(rendered):
     assert settings["keepalive"] == 5
     assert (settings["max_requests"], settings["max_requests_jitter"]) == (10000, 1000)
     assert (settings["accesslog"], settings["errorlog"], settings["loglevel"]) == ("-", "-", "info")
-    assert settings["preload_app"] is False
+    assert settings["preload_app"] is True
     assert settings["worker_tmp_dir"] == "/run/example/gunicorn"
     assert settings["control_socket"] == "/run/example/gunicorn/gunicorn.ctl"
 

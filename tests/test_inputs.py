@@ -7,6 +7,7 @@ GOOD = {
     "asgi_app_package": "", "src_is_directory": True, "asgi_app_environment": {"DB_URL": "x"},
     "asgi_app_worker_class": "uvicorn_worker.UvicornWorker", "asgi_app_gunicorn_version": "27.0.1",
     "asgi_app_h11_min_version": "0.16.0", "asgi_app_bind": "127.0.0.1:8000",
+    "asgi_app_uvicorn_version": "0.54.0", "asgi_app_uvicorn_worker_version": "0.4.0",
     "asgi_app_root": "/opt/shop-api", "asgi_app_config_dir": "/etc/shop-api", "socket_dir": "/run/shop-api",
     "asgi_app_state_dir": "/var/lib/shop-api", "asgi_app_writable_paths": [],
 }
@@ -67,6 +68,8 @@ BAD = {
                                    "unix:/run/shop-api/gunicorn.sock"),
     "old gunicorn": ({"asgi_app_gunicorn_version": "22.0.0"}, "asgi_app_gunicorn_version is '22.0.0'",
                      "request smuggling"),
+    "old uvicorn": ({"asgi_app_uvicorn_version": "0.29.0"}, "asgi_app_uvicorn_version is '0.29.0'",
+                    "the role's worker is tested with uvicorn 0.30.0 and later. Use 0.30.0 or later."),
     "old h11": ({"asgi_app_h11_min_version": "0.14.0"}, "asgi_app_h11_min_version is '0.14.0'",
                 "CVE-2025-43859"),
     "not a version": ({"asgi_app_gunicorn_version": "latest"}, "asgi_app_gunicorn_version is 'latest'",

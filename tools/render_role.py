@@ -18,10 +18,13 @@ ROLE = REPO / "roles" / "asgi_app"
 REFERENCE_HOST = {"online_cpus": 4, "affinity_cpus": 4, "cpu_quota": None, "memory_mb": 8192}
 REFERENCE_VARS = {"asgi_app_name": "example", "asgi_app_module": "example_app.main:app",
                   "asgi_app_src": "examples/app"}
-REFERENCE_FILES = {"gunicorn_config.py.j2": "gunicorn_config.py",
-                   "asgi_app.service.j2": "example.service",
-                   "asgi_app.socket.j2": "example.socket",
-                   "asgi_app.nginx.conf.j2": "example.nginx.conf"}
+# file name in templates/: (the role's template, the variables it is rendered with besides).
+REFERENCE_FILES = {"gunicorn_config.py": ("gunicorn_config.py.j2", {}),
+                   "example.service": ("asgi_app.service.j2", {}),
+                   "example-standby.service": ("asgi_app.service.j2", {"__asgi_app_standby": True}),
+                   "example-handover.service": ("asgi_app.handover.service.j2", {}),
+                   "example.socket": ("asgi_app.socket.j2", {}),
+                   "example.nginx.conf": ("asgi_app.nginx.conf.j2", {})}
 
 
 def _filters(name):
@@ -73,8 +76,8 @@ def reference_files():
     """{file name in templates/: content} for the reference host."""
     note = ("Reference file rendered by tools/render_role.py from roles/asgi_app/templates\n"
             "for a host with 4 CPUs and 8 GiB serving examples/app; the role renders it for your host.")
-    return {name: render(template, REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS)
-            for template, name in REFERENCE_FILES.items()}
+    return {name: render(template, REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS, **extra)
+            for name, (template, extra) in REFERENCE_FILES.items()}
 
 
 if __name__ == "__main__":

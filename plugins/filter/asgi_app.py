@@ -67,6 +67,8 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
     cores = cpu["cpus"]
     by_cpu = cores + 1 if workload == "io" else 2 * cores + 1
     memory_note = ""
+    explicit_budget = memory_budget_mb is not None
+    taken = 0
     if memory_budget_mb is None:
         memory_mb = int(resources["memory_mb"])
         memory_budget_mb = int(memory_mb * memory_share)
@@ -78,6 +80,11 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
             memory_note = (f" ({memory_share * 100:g} % of {memory_mb} MB, less {taken} MB for "
                            + ", ".join(f"the {app['workers']} workers of {app['name']}" for app in others) + ")")
     budget_text = f"{memory_budget_mb} MB{memory_note}"
+    # A new release goes live with both sets of workers up for a moment (go_live): the standby's
+    # may use what the host has beyond the budget (the budget is a share of it, for safety),
+    # or, with an explicit budget, what the budget leaves.
+    overlap_mb = (int(memory_budget_mb) if explicit_budget
+                  else max(0, int(resources["memory_mb"]) - taken))
     by_memory = max(1, int(memory_budget_mb) // int(worker_memory_mb))
 
     cpu_text = _describe_cpus(cpu)
@@ -94,8 +101,19 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
     else:
         count = by_cpu
         rule = f"{workload} rule {WORKER_RULES[workload]} = {by_cpu}"
+    standby = max(0, min(count, overlap_mb // int(worker_memory_mb) - count))
+    if standby:
+        standby_rule = (f"{standby} standby worker(s) carry a new release in while the {count} restart onto it "
+                        f"({count + standby} x {worker_memory_mb} MB fit in {overlap_mb} MB)")
+    else:
+        standby_rule = (f"no room for a standby worker beside the {count} ({count + 1} x {worker_memory_mb} MB "
+                        f"> {overlap_mb} MB): a new release goes live by a plain restart, and clients wait "
+                        "while the app starts. Lower asgi_app_workers or asgi_app_worker_memory_mb (if the "
+                        "workers take less), or raise asgi_app_memory_budget_mb, to go live without a stall")
     return {
         "workers": count,
+        "standby_workers": standby,
+        "standby_rule": standby_rule,
         "cores": cores,
         "by_cpu": by_cpu,
         "by_memory": by_memory,
@@ -163,6 +181,45 @@ def timeout_chain(graceful_timeout=30, uvicorn_graceful_timeout=None, stop_timeo
     return {"uvicorn": uvicorn, "gunicorn": graceful, "systemd": stop, "problems": problems}
 
 
+GO_LIVE_ACTIONS = {
+    "none": "nothing changed that the running service uses",
+    "start": "the service was not running: it starts",
+    "rebind": "the listening address changed: the service stops, the socket is replaced, the service "
+              "starts (connections are refused meanwhile)",
+    "handover": "the standby starts on what changed and answers, the service restarts onto it while the "
+                "standby serves, then the standby stops",
+    "restart": "the service restarts onto what changed, with no standby (no memory for one): clients "
+               "wait while the app starts",
+}
+
+
+def go_live(changed, running, standby_workers):
+    """What a deploy (or a rollback) does to put what it changed in service, decided once.
+
+    ``changed`` names what changed: any of ``release``, ``config``, ``environment``, ``unit``
+    (any of the app's service units) and ``socket``. ``running`` says whether the service was
+    active. Returns the action (a key of GO_LIVE_ACTIONS), whether systemd must read its units
+    again first, and why.
+    """
+    changed = sorted(set(changed))
+    unknown = set(changed) - {"release", "config", "environment", "unit", "socket"}
+    if unknown:
+        raise AnsibleFilterError(f"go_live: unknown change(s) {sorted(unknown)}")
+    if not running:
+        action = "start"
+    elif "socket" in changed:
+        action = "rebind"
+    elif not changed:
+        action = "none"
+    elif int(standby_workers) < 1:
+        action = "restart"
+    else:
+        action = "handover"
+    what = ", ".join(changed) if changed else "nothing"
+    return {"action": action, "daemon_reload": bool({"unit", "socket"} & set(changed)),
+            "changed": changed, "why": f"changed: {what}; {GO_LIVE_ACTIONS[action]}"}
+
+
 class FilterModule:
     """asgi_app filters."""
 
@@ -171,4 +228,5 @@ class FilterModule:
             "asgi_app_effective_cpus": effective_cpus,
             "asgi_app_worker_plan": worker_plan,
             "asgi_app_timeout_chain": timeout_chain,
+            "asgi_app_go_live": go_live,
         }

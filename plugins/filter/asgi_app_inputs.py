@@ -25,7 +25,11 @@ SUPPORTED_WORKER = "uvicorn_worker.UvicornWorker"
 NATIVE_ASGI_SINCE = "27.0.0"  # gunicorn's asgi worker with the ASGI parser fixes
 FLOORS = {"asgi_app_gunicorn_version": ("23.0.0", "gunicorn before 23.0.0 allows HTTP request smuggling"),
           "asgi_app_h11_min_version": ("0.16.0", "h11 before 0.16.0 allows HTTP request smuggling "
-                                                 "(CVE-2025-43859)")}
+                                                 "(CVE-2025-43859)"),
+          # The oldest the role's worker module (files/asgi_app_worker.py) is tested against.
+          "asgi_app_uvicorn_version": ("0.30.0", "the role's worker is tested with uvicorn 0.30.0 and later"),
+          "asgi_app_uvicorn_worker_version": ("0.2.0", "the role's worker is tested with uvicorn-worker 0.2.0 "
+                                                       "and later")}
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 DOTTED = rf"{IDENTIFIER}(?:\.{IDENTIFIER})*"
 MODULE_PATH_RE = re.compile(rf"^{DOTTED}$")

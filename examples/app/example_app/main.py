@@ -18,6 +18,10 @@ from example_app import __version__
 
 VERSION = os.environ.get("APP_VERSION") or __version__
 
+# Seconds to spend at import, as a real app with heavy imports, a model to load or a pool to
+# fill does; 0 unless set. The zero-downtime scenario sets it to measure deploys of a slow app.
+time.sleep(float(os.environ.get("EXAMPLE_APP_IMPORT_DELAY") or 0))
+
 app = FastAPI(title="asgi-app example", version=VERSION)
 
 # Package data, so it is found from a source directory and from an installed wheel alike.

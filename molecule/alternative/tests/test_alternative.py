@@ -71,14 +71,15 @@ def test_no_access_log(host, service, journal, get_on_target):
     assert limit == "0"
 
 
-def test_config_change_reloads_and_environment_change_restarts(host):
+def test_config_and_environment_changes_go_live_through_the_standby(host):
     record = json.loads(host.file("/var/tmp/asgi-app-side-effect.json").content_string)
     before, after_config, after_environment = (
         record["before"], record["after_config"], record["after_environment"])
     print(f"\nmaster, workers: before {before}; after a config change {after_config}; "
           f"after an environment change {after_environment}")
-    # Reload (HUP): the same master, a new set of workers.
-    assert after_config[0] == before[0]
+    # Each a handover: a new master with a new set of workers, and the standby gone again.
+    assert after_config[0] != before[0]
     assert set(after_config[1:]).isdisjoint(before[1:])
-    # Restart: a new master.
     assert after_environment[0] != after_config[0]
+    assert set(after_environment[1:]).isdisjoint(after_config[1:])
+    assert host.check_output("systemctl show api-standby -p ActiveState --value") == "inactive"

@@ -1,9 +1,11 @@
 """Judge what the clients saw during each event of side_effect.yml (events/N.json).
 
-Expected: no failed HTTP request except on the killed worker, every WebSocket closed with a
-close code (1012 or 1001), never a reset; every SSE stream ended cleanly; no SIGKILL in the
-journal; stops well inside TimeoutStopSec; the version string changes with the deploy and back
-with the rollback.
+The app spends 4 s at import. Expected: no failed HTTP request except on the killed worker, and
+no stall: no request slower than the steady state's p99 plus 0.5 s; every WebSocket closed with
+a close code (1012 or 1001), never a reset; every SSE stream ended cleanly; no SIGKILL in the
+journal; stops well inside TimeoutStopSec; a change whose app never starts is refused at the
+health timeout while the running workers keep serving; the version string changes with the
+deploy and back with the rollback.
 """
 
 import json
@@ -15,11 +17,16 @@ import pytest
 import probes
 
 EVENTS = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "events"
-NAMES = ["systemctl reload", "deploy 1.1.0", "kill -9 one worker", "rollback.yml",
-         "systemctl restart", "max_requests recycling"]
-GRACEFUL = ["systemctl reload", "deploy 1.1.0", "rollback.yml", "systemctl restart",
-            "max_requests recycling"]
-NEW_MASTER = ["deploy 1.1.0", "rollback.yml", "systemctl restart"]
+NAMES = ["steady state", "deploy 1.1.0", "config-only change", "environment-only change", "never ready",
+         "kill -9 one worker", "rollback.yml", "systemctl start live-handover", "systemctl reload",
+         "max_requests recycling"]
+GRACEFUL = ["steady state", "deploy 1.1.0", "config-only change", "environment-only change", "never ready",
+            "rollback.yml", "systemctl start live-handover", "systemctl reload", "max_requests recycling"]
+# Each goes live through the standby: a new master, every worker replaced.
+NEW_MASTER = ["deploy 1.1.0", "config-only change", "environment-only change", "rollback.yml",
+              "systemctl start live-handover"]
+# A stall is a request slower than this much above the steady state's p99.
+STALL_SECONDS = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +58,26 @@ def test_no_http_request_failed_except_on_the_killed_worker(records):
         assert record["failed"] == 0, (record["event"], record["errors"])
 
 
+def test_no_event_makes_clients_wait(records):
+    steady = records["steady state"]["latency_p99"]
+    print(f"\nsteady-state p99 {steady:.3f} s; slowest request per event: "
+          + ", ".join(f"{name} {record['latency_max']:.2f} s" for name, record in records.items()))
+    for record in graceful(records):
+        assert record["latency_max"] <= steady + STALL_SECONDS, (record["event"], record["latency_max"], steady)
+
+
+def test_a_change_whose_app_never_starts_is_refused_while_the_old_workers_serve(records):
+    record = records["never ready"]
+    message = " ".join(record["detail"])
+    print(f"\nnever ready: {message[:600]}")
+    assert "live-standby.service, started on what changed, did not answer /health" in message
+    assert "within 15 s" in message
+    assert "It went back to what served before (environment)" in message
+    assert record["master_after"] == record["master_before"]
+    assert record["workers_after"] == record["workers_before"]
+    assert set(record["versions"]) == {"1.1.0"}
+
+
 def test_a_killed_worker_costs_at_most_the_requests_it_was_serving(records):
     record = records["kill -9 one worker"]
     print(f"\nkill -9: {record['failed']} of {record['requests']} requests failed {record['errors']}, "
@@ -69,7 +96,8 @@ def test_websockets_are_closed_with_a_code_never_reset(records):
         assert set(record["ws_closes"]) <= {"1001", "1012"}, (record["event"], record["ws_closes"])
         assert record["ws_errors"] == 0, record["event"]
     for name in NEW_MASTER + ["systemctl reload"]:
-        # Every worker was replaced, so every connected client was closed at least once.
+        # Every worker was replaced, so every connected client was closed at least once (a client
+        # that reconnected to the standby, twice).
         closes = sum(records[name]["ws_closes"].values())
         assert closes >= records[name]["ws_clients"], (name, records[name]["ws_closes"])
 
@@ -86,6 +114,8 @@ def test_no_sigkill_and_stops_inside_timeout_stop_sec(records, host, app_name):
     timeout_stop = host.check_output(f"systemctl show {app_name} -p TimeoutStopUSec --value")
     limit = float(timeout_stop.removesuffix("s"))
     for record in graceful(records):
+        if record["event"] == "never ready":
+            continue  # systemd stops the standby whose start timed out; the service was not touched
         assert record["sigkill"] == 0, record["event"]
         if record["stop_seconds"] is not None:
             assert 0 < record["stop_seconds"] < limit, (record["event"], record["stop_seconds"])
@@ -110,8 +140,10 @@ def test_the_version_string_follows_the_deploy_and_the_rollback(records):
         record = records[name]
         return record["first_version"], record["last_version"], set(record["versions"])
 
-    assert served("systemctl reload") == ("1.0.0", "1.0.0", {"1.0.0"})
+    assert served("steady state") == ("1.0.0", "1.0.0", {"1.0.0"})
     assert served("deploy 1.1.0") == ("1.0.0", "1.1.0", {"1.0.0", "1.1.0"})
-    assert served("kill -9 one worker") == ("1.1.0", "1.1.0", {"1.1.0"})
+    for name in ["config-only change", "environment-only change", "never ready", "kill -9 one worker"]:
+        assert served(name) == ("1.1.0", "1.1.0", {"1.1.0"}), name
     assert served("rollback.yml") == ("1.1.0", "1.0.0", {"1.0.0", "1.1.0"})
-    assert served("systemctl restart") == ("1.0.0", "1.0.0", {"1.0.0"})
+    for name in ["systemctl start live-handover", "systemctl reload", "max_requests recycling"]:
+        assert served(name) == ("1.0.0", "1.0.0", {"1.0.0"}), name

@@ -1,0 +1,301 @@
+"""The gunicorn worker of the asgi.gunicorn role: Uvicorn inside gunicorn, as the role runs it.
+
+The role installs this module into each release's virtualenv; the release's gunicorn_config.py
+imports it and passes it the settings (``uvicorn_worker_class(...)``, the hooks below). It adds
+to the Uvicorn worker what a deploy without a stall needs:
+
+- **Readiness.** A service is ready when every one of its workers serves, not when gunicorn's
+  master has bound its socket (which is when gunicorn itself tells systemd). Each worker marks
+  itself ready once its app has run its lifespan startup and accepts connections; the worker
+  that completes the set sends systemd ``READY=1`` and a ``STATUS=`` naming the release. The unit
+  allows it with ``NotifyAccess=all``. `systemctl start` returns only then, so the role (and
+  ``NAME-handover.service``) stop the old workers only once the new ones serve.
+- **A first answer before the first connection** (``ASGI_APP_CHECK_HEALTH=1``, set by the standby
+  unit that carries a new release in): a worker calls its app's health path in-process, with the
+  Host header the role's health check sends, and takes connections only once it answered 200.
+  A release that does not answer never receives a request.
+- **A graceful end.** When a worker begins to stop (stop, restart, reload, ``max_requests``), the
+  ASGI state's ``asgi_app_shutdown`` (an ``asyncio.Event``) is set for streams to end themselves;
+  idle and not-yet-read connections get half a second to deliver a request, answered with
+  ``Connection: close``; WebSockets get 1012 from Uvicorn.
+- **Access lines in batches**, so that writing them does not cost as much CPU as the requests.
+
+It overrides a few internals of uvicorn, uvicorn-worker and gunicorn (named where they are used);
+tests/test_worker_module.py runs it against the pinned versions and the oldest the role accepts,
+so that a version that changes them fails a test, not a deploy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+
+# Where a worker marks itself ready, inside gunicorn's worker_tmp_dir (the service's own runtime
+# directory, emptied when it stops).
+READY_DIR = "workers-ready"
+# What systemd's NOTIFY_SOCKET was when the master started (on_starting): the master keeps it
+# from gunicorn's own notification, the workers inherit it here.
+_notify_socket = None
+
+
+# --- Readiness -------------------------------------------------------------------------------
+
+def on_starting(server):
+    """gunicorn hook (master): keep systemd's notification socket for the workers' READY=1.
+
+    gunicorn tells systemd READY=1 as soon as its master has bound the socket, before any worker
+    has imported the app; without NOTIFY_SOCKET it does not.
+    """
+    global _notify_socket
+    _notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+
+
+def child_exit(server, worker):
+    """gunicorn hook (master): a worker that exited, however, no longer counts as ready."""
+    _forget(server.cfg, worker.pid)
+
+
+def worker_exit(server, worker):
+    """gunicorn hook (worker, as it exits): unmark it, and write out its last access lines."""
+    _forget(server.cfg, worker.pid)
+    access = logging.getLogger("uvicorn.access")
+    if isinstance(access, AccessLog):
+        access.flush()
+
+
+def post_worker_init(worker):
+    """gunicorn hook (worker): for gunicorn's own asgi worker, ready once the app is imported."""
+    mark_ready(worker.cfg, worker.pid)
+
+
+def mark_ready(cfg, pid):
+    """Mark worker `pid` ready; the one that completes the set tells systemd the service is."""
+    directory = os.path.join(cfg.worker_tmp_dir or "/tmp", READY_DIR)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, str(pid)), "w"):
+        pass
+    ready = len(os.listdir(directory))
+    if ready >= cfg.workers:
+        notify(f"READY=1\nSTATUS={status_line(ready)}")
+
+
+def status_line(workers):
+    """What `systemctl status` shows: the release that serves and how many workers serve it."""
+    release = os.path.basename(os.path.dirname(sys.prefix))
+    return f"{workers} workers serving release {release}"
+
+
+def _forget(cfg, pid):
+    try:
+        os.unlink(os.path.join(cfg.worker_tmp_dir or "/tmp", READY_DIR, str(pid)))
+    except FileNotFoundError:
+        pass
+
+
+def notify(message):
+    """Send `message` to systemd's notification socket, if the service has one (sd_notify(3))."""
+    if not _notify_socket:
+        return False
+    address = _notify_socket
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+    return True
+
+
+# --- The health path, answered in-process ------------------------------------------------------
+
+async def call_health(app, path, host, state, timeout=5.0):
+    """One GET of `path` to the ASGI `app`, in-process; returns (status, start of the body)."""
+    raw_path, _, query = path.partition("?")
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": "GET", "scheme": "http", "path": raw_path, "raw_path": raw_path.encode(),
+        "query_string": query.encode(), "root_path": "", "headers": [(b"host", host.encode())],
+        "client": ("127.0.0.1", 0), "server": (host, None), "state": dict(state),
+    }
+    answer = {"status": 0, "body": b""}
+    received = False
+
+    async def receive():
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # a client that stays until the response is complete
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        elif message["type"] == "http.response.body" and len(answer["body"]) < 300:
+            answer["body"] += message.get("body", b"")
+
+    await asyncio.wait_for(app(scope, receive, send), timeout)
+    return answer["status"], answer["body"][:300].decode("utf-8", "replace")
+
+
+# --- The Uvicorn server, protocol and worker ---------------------------------------------------
+
+def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_graceful_shutdown,
+                         health_path="/health", health_host="localhost", uvicorn_options=None):
+    """The worker class for gunicorn_config.py's ``worker_class``: `base` (a UvicornWorker, as a
+    dotted path) with this module's server and protocol, and these Uvicorn settings."""
+    from uvicorn import Server
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    module_name, _, class_name = base.rpartition(".")
+    base_class = getattr(importlib.import_module(module_name), class_name)
+    check_health = os.environ.get("ASGI_APP_CHECK_HEALTH") == "1"
+
+    class _Server(Server):
+        async def startup(self, sockets=None):
+            self.lifespan.state["asgi_app_shutdown"] = self.shutting_down = asyncio.Event()
+            if check_health:
+                # uvicorn's Server.startup runs the lifespan startup, then takes connections:
+                # the health path is answered between the two.
+                lifespan_startup = self.lifespan.startup
+
+                async def startup_then_health():
+                    await lifespan_startup()
+                    if not self.lifespan.should_exit:
+                        await self.answer_health()
+
+                self.lifespan.startup = startup_then_health
+            await super().startup(sockets=sockets)
+            if self.started and self.worker is not None:
+                mark_ready(self.worker.cfg, os.getpid())
+
+        async def answer_health(self):
+            log = logging.getLogger("uvicorn.error")
+            started = time.monotonic()
+            while not self.should_exit:
+                try:
+                    status, body = await call_health(self.config.loaded_app, health_path, health_host,
+                                                     self.lifespan.state)
+                except Exception as error:  # noqa: BLE001 - what the app raised is the answer
+                    status, body = 0, f"{type(error).__name__}: {error}"
+                if status == 200:
+                    log.info("%s answered 200 after %.1f s: taking connections", health_path,
+                             time.monotonic() - started)
+                    return
+                log.warning("Not taking connections yet: %s (Host: %s) answered %s, body starting %r",
+                            health_path, health_host, status or "nothing", body)
+                await asyncio.sleep(1)
+
+        async def shutdown(self, sockets=None):
+            self.shutting_down.set()
+            # Stop accepting, then give HTTP connections up to half a second to leave on their
+            # own before Uvicorn's shutdown closes them: one accepted but not read yet (no request
+            # cycle) or idle between kept-alive requests gets to deliver its next request, and
+            # every request answered from now on says "Connection: close" (see _HTTPProtocol), so
+            # the client reconnects to a live worker instead of writing into a socket closed
+            # under it. (uvicorn internals: Server.servers, server_state.connections, and each
+            # connection's cycle, keep_alive and response_complete.)
+            for server in self.servers:
+                server.close()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 0.5
+            while loop.time() < deadline:
+                waiting = False
+                for connection in self.server_state.connections:
+                    cycle = getattr(connection, "cycle", False)  # False: a WebSocket
+                    if cycle is None or (cycle and cycle.response_complete):
+                        waiting = True
+                    elif cycle:
+                        cycle.keep_alive = False
+                if not waiting:
+                    break
+                await asyncio.sleep(0.01)
+            await super().shutdown(sockets=sockets)
+
+    class _HTTPProtocol(AutoHTTPProtocol):
+        def data_received(self, data):
+            super().data_received(data)
+            # A request that arrives once the worker is stopping is answered "Connection: close".
+            cycle = self.cycle
+            shutting_down = self.app_state.get("asgi_app_shutdown")
+            if cycle is not None and not cycle.response_started and shutting_down and shutting_down.is_set():
+                cycle.keep_alive = False
+
+    class UvicornWorker(base_class):
+        CONFIG_KWARGS = {
+            **base_class.CONFIG_KWARGS,
+            "http": _HTTPProtocol,
+            "timeout_graceful_shutdown": timeout_graceful_shutdown,
+            **(uvicorn_options or {}),
+        }
+
+        async def _serve(self):
+            # uvicorn-worker's UvicornWorker._serve, with the server above.
+            from gunicorn.arbiter import Arbiter
+
+            self.config.app = self.wsgi
+            server = _Server(config=self.config)
+            server.worker = self
+            self._install_sigquit_handler()
+            await server.serve(sockets=self.sockets)
+            if not server.started:
+                sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+    _Server.worker = None
+    UvicornWorker.__qualname__ = UvicornWorker.__name__ = f"UvicornWorker({base})"
+    return UvicornWorker
+
+
+# --- Access lines in batches -------------------------------------------------------------------
+
+class AccessLog(logging.Logger):
+    """Uvicorn's access lines, one per request as it writes them, but not one LogRecord, one
+    write and one journald wake-up per line: on a small endpoint that cost as much CPU as the
+    request itself. Lines are written at most 0.1 s after the first, at once past 64 KiB, and
+    when the worker exits (worker_exit)."""
+
+    def __init__(self, name, level=logging.NOTSET):
+        super().__init__(name, level)
+        self.batch, self.size, self.pending, self.batch_lock = [], 0, False, threading.Lock()
+
+    def info(self, msg, *args, **kwargs):
+        if not self.isEnabledFor(logging.INFO):
+            return
+        line = (msg % args if args else msg) + "\n"
+        with self.batch_lock:
+            self.batch.append(line)
+            self.size += len(line)
+            if self.size < 65536:
+                if self.pending:
+                    return
+                try:
+                    asyncio.get_running_loop().call_later(0.1, self.flush)
+                    self.pending = True
+                    return
+                except RuntimeError:  # not in the event loop: write at once
+                    pass
+        self.flush()
+
+    def flush(self):
+        with self.batch_lock:
+            data, self.batch, self.size, self.pending = "".join(self.batch), [], 0, False
+        if data:
+            sys.stdout.write(data)
+            sys.stdout.flush()
+
+
+def batch_access_log():
+    """Make Uvicorn's access logger an AccessLog (before uvicorn-worker configures it)."""
+    previous = logging.getLoggerClass()
+    logging.setLoggerClass(AccessLog)
+    try:
+        logger = logging.getLogger("uvicorn.access")
+    finally:
+        logging.setLoggerClass(previous)
+    if not isinstance(logger, AccessLog):
+        raise RuntimeError("uvicorn.access was created before asgi_app_worker could batch it")
+    return logger
