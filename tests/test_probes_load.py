@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, JsonHandler, local_http_server
+from conftest import REPO, JsonHandler, local_http_server, stop_session
 from probes import Watch, format_table, run_load
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -92,17 +92,7 @@ def start_gunicorn(tmp_path, render):
 
     yield start
     for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # the session it was started in: any worker left
-        except ProcessLookupError:
-            pass
-        process.wait(5)
+        stop_session(process)
 
 
 @pytest.fixture

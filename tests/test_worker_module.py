@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, WORKER_MODULE_DIR, load_module
+from conftest import REPO, WORKER_MODULE_DIR, load_module, stop_session
 
 TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
 FIXTURES = REPO / "tests" / "fixtures" / "worker_apps"
@@ -113,17 +113,7 @@ def serve(tmp_path, render, python):
 
     yield start
     for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(5)
+        stop_session(process)
 
 
 def test_ready_only_once_every_worker_serves(serve, tmp_path, python):
@@ -213,3 +203,16 @@ assert inspect.getsource(Arbiter.start).index("on_starting") < inspect.getsource
 """
     result = subprocess.run([str(python), "-c", check], capture_output=True, text=True)
     assert result.returncode == 0, f"{versions(python)}: {result.stderr}"
+
+
+# gunicorn's own asgi worker exists from 27.0.0 on (NATIVE_ASGI_SINCE): the pinned version only.
+@pytest.mark.parametrize("python", [Path(sys.executable)])
+def test_gunicorns_own_asgi_worker_is_ready_once_every_worker_has_the_app(serve, tmp_path, python):
+    (tmp_path / "open").touch()
+    base_url, process, notifications, log = serve(
+        "gated:app", {"GATED_APP_OPEN": str(tmp_path / "open"), "GATED_APP_IMPORT_DELAY": "1"},
+        asgi_app_worker_class="asgi", asgi_app_preload=False)
+    notifications.read(6)
+    ready = notifications.first("READY=1")
+    assert ready and "STATUS=2 workers serving release" in ready[1], f"{notifications.received}\n{log.read_text()}"
+    assert httpx.get(base_url + "/health", timeout=2).status_code == 200
