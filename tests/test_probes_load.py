@@ -218,6 +218,8 @@ def test_every_request_opens_a_new_connection(tmp_path):
             connections.append(self.client_address)
 
         def do_GET(self):
+            # The server closes each connection first (see run_load).
+            assert self.headers["Connection"] == "close"
             self.send_json(200, json.dumps({"status": "ok", "version": "0.1", "pid": 1}).encode())
 
     with local_http_server(Handler) as url:
