@@ -16,9 +16,11 @@ def test_running_workers_are_uvicorn_workers(host, service, journal, process, wo
     for pid in workers:
         assert f"Started server process [{pid}]" in log, f"worker {pid} is not running Uvicorn"
         assert process(pid)[0] == service["user"]
-    # The class that runs is the config's subclass of uvicorn_worker.UvicornWorker.
+    # The class that runs is the role's worker (asgi_app_worker, in the release's virtualenv)
+    # on uvicorn_worker.UvicornWorker.
     config = host.file(f"/etc/{service['user']}/gunicorn_config.py").content_string
-    assert "from uvicorn_worker import UvicornWorker as _UvicornWorkerBase" in config
+    assert 'worker_class = asgi_app_worker.uvicorn_worker_class(\n    "uvicorn_worker.UvicornWorker",' in config
+    assert "Using worker: UvicornWorker(uvicorn_worker.UvicornWorker)" in log
 
 
 def test_health_answers_200(app_url):
