@@ -33,10 +33,14 @@ def test_unhealthy_release_is_rolled_back(host, tmp_path, app_url):
         'raise RuntimeError("health check fails in this release")'))
     rc, output = deploy({"asgi_app_src": str(unhealthy), "asgi_app_health_timeout": 10})
     flat = " ".join(output.split())
-    went_back = f"It went back to what served before (release {Path(running).name}), which answers again"
+    # Its standby never answered, so it received no request; the standby's unit changed with the
+    # health timeout and went back too.
+    went_back = (f"It went back to what served before (release {Path(running).name}, {NAME}-standby.service), "
+                 "which answers again")
     print(f"\n{went_back}: {went_back in flat}")
     assert rc != 0
     assert went_back in flat, output[-3000:]
+    assert f"{NAME}-standby.service, started on what changed, did not answer /health" in flat
     assert "the release that failed was removed" in flat
     assert current(host) == running
     assert probes.http_get(app_url + "/health").status == 200
