@@ -59,7 +59,7 @@ def page_dom(url: str, *, timeout: float = 30, ready: str = PAGE_DONE) -> str:
             with connect(_page_target(port), proxy=None, max_size=None, open_timeout=10) as devtools:
                 return _load(devtools, url, ready, deadline)
         finally:
-            _stop(browser)
+            stop_session(browser)
 
 
 def _devtools_port(browser: subprocess.Popen, profile: Path, log: Path, deadline: float) -> int:
@@ -117,19 +117,20 @@ def _load(devtools, url: str, ready: str, deadline: float) -> str:
     return evaluate("document.documentElement.outerHTML")
 
 
-def _stop(browser: subprocess.Popen) -> None:
-    """Chromium and its helper processes (its session), before the profile is removed."""
-    if browser.poll() is None:
-        browser.terminate()
+def stop_session(process: subprocess.Popen) -> None:
+    """Stop a process started with start_new_session=True and whatever of its session is left:
+    SIGTERM, up to 10 s, then SIGKILL to the session (Chromium's helpers, gunicorn's workers)."""
+    if process.poll() is None:
+        process.terminate()
         try:
-            browser.wait(10)
+            process.wait(10)
         except subprocess.TimeoutExpired:
             pass
     try:
-        os.killpg(browser.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    browser.wait(5)
+    process.wait(5)
 
 
 class _PageParser(HTMLParser):

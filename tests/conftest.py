@@ -5,13 +5,13 @@ import http.server
 import importlib.util
 import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+
+from browser import stop_session  # noqa: F401 - the fast tests stop their gunicorns with it
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "asgi_app"
@@ -28,22 +28,6 @@ def load_module(name, path):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def stop_session(process):
-    """Stop a gunicorn started with start_new_session=True: SIGTERM to its master, then SIGKILL
-    to whatever of its session is left (a worker)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(5)
 
 
 def debian_releases_under_test():

@@ -6,6 +6,7 @@ fail here, not in a deploy. No systemd: the tests listen on a NOTIFY_SOCKET of t
 what the workers tell systemd.
 """
 
+import functools
 import os
 import signal
 import socket
@@ -50,6 +51,7 @@ def python(request):
     return Path(sys.executable) if request.param == "pinned" else oldest_python()
 
 
+@functools.cache
 def versions(python: Path) -> str:
     return subprocess.run([str(python), "-c", "import gunicorn, uvicorn; from importlib.metadata import version; "
                            "print(gunicorn.__version__, uvicorn.__version__, version('uvicorn-worker'))"],
@@ -98,10 +100,9 @@ def serve(tmp_path, render, python):
         notifications = Notifications(tmp_path / "notify")
         runtime = tmp_path / "runtime"
         runtime.mkdir()
-        command = [str(python.with_name("gunicorn")), "--config", str(config), "-b", f"127.0.0.1:{port}",
-                   "--no-control-socket"] if "23." not in versions(python).split()[0][:3] else []
-        if not command:  # gunicorn 23 has no control socket, nor the option
-            command = [str(python.with_name("gunicorn")), "--config", str(config), "-b", f"127.0.0.1:{port}"]
+        command = [str(python.with_name("gunicorn")), "--config", str(config), "-b", f"127.0.0.1:{port}"]
+        if not versions(python).startswith("23."):  # gunicorn 23 has no control socket, nor the option
+            command.append("--no-control-socket")
         log = tmp_path / "gunicorn.log"
         with open(log, "w") as output:
             process = subprocess.Popen(

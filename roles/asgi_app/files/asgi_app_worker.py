@@ -74,9 +74,13 @@ def post_worker_init(worker):
     mark_ready(worker.cfg, worker.pid)
 
 
+def _ready_dir(cfg):
+    return os.path.join(cfg.worker_tmp_dir or "/tmp", READY_DIR)
+
+
 def mark_ready(cfg, pid):
     """Mark worker `pid` ready; the one that completes the set tells systemd the service is."""
-    directory = os.path.join(cfg.worker_tmp_dir or "/tmp", READY_DIR)
+    directory = _ready_dir(cfg)
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, str(pid)), "w"):
         pass
@@ -93,7 +97,7 @@ def status_line(workers):
 
 def _forget(cfg, pid):
     try:
-        os.unlink(os.path.join(cfg.worker_tmp_dir or "/tmp", READY_DIR, str(pid)))
+        os.unlink(os.path.join(_ready_dir(cfg), str(pid)))
     except FileNotFoundError:
         pass
 
