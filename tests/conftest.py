@@ -23,6 +23,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER_MODULE_DIR),
 
 
 def load_module(name, path):
+    """A script of the repository's as a module; the scripts beside it can be imported, as when it runs."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

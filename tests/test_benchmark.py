@@ -170,3 +170,80 @@ def test_render_writes_the_report_of_saved_results(tmp_path):
     assert printed == bench.table(data) + "\n"
     assert bench.table(data) in (out / "README.md").read_text()
     assert (out / "worker-types.png").stat().st_size > 10_000
+
+
+def test_recycling_is_judged_against_the_same_deployment_without_it():
+    def check(default_rps, recycled):
+        data = results({**RPS, "uvicorn_worker": RPS["uvicorn_worker"][:3] + [default_rps]})
+        data["servers"]["uvicorn_worker"]["recycled"] = recycled
+        return {name: (met, value) for name, met, value in bench.targets(data)}[
+            "recycling (max_requests) costs <= 3 %: the default JSON >= 97 % of max_requests 0"]
+
+    # no_recycling answered 9,000 req/s on the JSON endpoint.
+    assert check(8800, 6) == (True, "97.8 %, 6 workers recycled during the default's runs")
+    assert check(8600, 6) == (False, "95.6 %, 6 workers recycled during the default's runs")
+    # A run in which no worker reached max_requests measured nothing about recycling.
+    assert check(9000, 0) == (False, "100.0 %, 0 workers recycled during the default's runs")
+
+
+def go_live_row(key, slowest, failed=0, up=True, **extra):
+    return {"key": key, "label": f"{key} label", "steady_p99_s": 0.05, "slowest_s": slowest, "p99_s": 0.06,
+            "requests": 5000, "failed": failed, "errors": {"ConnectError": failed} if failed else {},
+            "ws_closes": {"1012": 4}, "ws_resets": 0, "event_s": 9.5, "new_code": True, "up_after": up, **extra}
+
+
+GO_LIVE = {"import_delay_s": 4, "workers": 3, "standby_workers": 3, "worker_memory_mb": 150,
+           "clients": {"concurrency": 20, "websockets": 4, "sse": 2},
+           "rows": [go_live_row("handover", 0.12, handover={
+               "standby_start_s": 4.6, "service_restart_s": 5.1, "standby_stop_s": 0.4, "overlap_s": 10.2,
+               "steady_mb": 70, "peak_mb": 150, "peak_service_mb": 80, "peak_standby_mb": 70, "samples": 90}),
+               go_live_row("restart", 4.71),
+               go_live_row("usr2", 0.2, failed=811, up=False)]}
+
+
+def test_going_live_is_judged_by_the_handover_row():
+    assert bench.go_live.targets(GO_LIVE) == [(
+        "the role's handover with a 4 s import: 0 failed, slowest request <= steady p99 + 0.5 s", True,
+        "0 failed, slowest 0.12 s, steady p99 0.050 s")]
+    stalled = {**GO_LIVE, "rows": [go_live_row("handover", 0.56)]}
+    assert bench.go_live.targets(stalled)[0][1] is False
+    failing = {**GO_LIVE, "rows": [go_live_row("handover", 0.1, failed=1)]}
+    assert bench.go_live.targets(failing)[0][1] is False
+    assert bench.go_live.targets(None) == []
+
+
+def test_going_live_table_and_handover_sentence():
+    lines = bench.go_live.table(GO_LIVE).splitlines()
+    assert len(lines) == 2 + 3 and len({len(line) for line in lines}) == 1
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert cells[0] == ["handover label", "0.050", "0.12", "0", "1012 x4", "9.5", "yes", "yes"]
+    assert cells[1][2] == "4.71"
+    assert cells[2][3:] == ["811 (ConnectError 811)", "1012 x4", "9.5", "yes", "NO: the service is gone"]
+    sentence = bench.go_live.handover_sentence(GO_LIVE)
+    assert "overlap, from the standby's start to its stop: 10.2 s" in sentence
+    assert "the service alone 70 MB before, both at most 150 MB (service 80 MB + standby 70 MB" in sentence
+    assert "2.1 x the steady figure" in sentence and "3 + 3 workers x 150 MB = 900 MB" in sentence
+
+
+def test_handover_facts_from_the_units_sampled_states_and_memory():
+    mib = 1024 * 1024
+
+    def sample(seconds, service, service_mb, standby, standby_mb):
+        memory = {"service": service_mb and service_mb * mib, "standby": standby_mb and standby_mb * mib}
+        return f"{seconds} " + " ".join(
+            f"{unit}.MemoryCurrent={memory[unit] or '[not set]'} {unit}.ActiveState={state}"
+            for unit, state in (("service", service), ("standby", standby)))
+
+    samples = "\n".join([
+        sample(100.0, "active", 70, "inactive", 0),
+        sample(100.5, "active", 71, "activating", 20),    # the standby starts: the overlap begins
+        sample(104.6, "active", 72, "active", 60),        # the standby answers
+        sample(104.8, "deactivating", 72, "active", 75),  # the service restarts behind it
+        sample(106.0, "activating", 30, "active", 75),
+        sample(110.3, "active", 80, "active", 75),        # the service answers again: the peak
+        sample(110.5, "active", 80, "deactivating", 40),  # the standby drains
+        sample(110.9, "active", 80, "inactive", 0),       # and is gone
+    ])
+    assert bench.go_live.handover_facts(samples) == {
+        "standby_start_s": 4.1, "service_restart_s": 5.5, "standby_stop_s": 0.4, "overlap_s": 10.4,
+        "steady_mb": 70, "peak_mb": 155, "peak_service_mb": 80, "peak_standby_mb": 75, "samples": 8}

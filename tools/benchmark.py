@@ -12,7 +12,9 @@ One run, on one machine, over loopback:
    each measurement is repeated and the median run reported;
 3. the role's deployment holds WebSockets, added a step at a time by `tests/probes.py hold`
    processes, until one fails to echo or the step limit is reached;
-4. the results go to docs/benchmarks/ (results.json, README.md with the table, worker-types.png)
+4. the app, made slow to start, goes live under clients by the role's handover and by the
+   alternatives to it (tools/benchmark_go_live.py);
+5. the results go to docs/benchmarks/ (results.json, README.md with the table, worker-types.png)
    and the table is printed.
 
 The ceiling of an I/O row is min(concurrency / latency, the JSON requests/s of bare uvicorn in the
@@ -34,6 +36,8 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import benchmark_go_live as go_live
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "asgi-app-bench"
@@ -173,6 +177,12 @@ def worker_rss_mb(unit: str) -> list[float]:
     main_pid = on_host(f"systemctl show --property MainPID --value {unit}")
     lines = on_host(f"ps -o rss=,args= --ppid {main_pid}", check=False).splitlines()
     return [int(line.split()[0]) / 1024 for line in lines if line.strip() and "resource_tracker" not in line]
+
+
+def recycled(unit: str, since: int) -> int:
+    """Workers Uvicorn ended for max_requests since then (each one replaced by the master)."""
+    return int(on_host(f"journalctl --no-pager -o cat --since @{since} -u {unit} "
+                       "| grep -c 'Maximum request limit' || true"))
 
 
 # --- Load ----------------------------------------------------------------------------------------
@@ -353,6 +363,13 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
     if ours_json and bare_json:
         share = 100 * ours_json["rps"] / bare_json["rps"]
         checks.append(("UvicornWorker JSON >= 90 % of bare uvicorn, access log on", share >= 90, f"{share:.0f} %"))
+    unrecycled = next((r for r in runs.get("no_recycling", {}).values() if r["test"] == "json"), None)
+    if ours_json and unrecycled:
+        share = 100 * ours_json["rps"] / unrecycled["rps"]
+        recycled_workers = results["servers"]["uvicorn_worker"].get("recycled", 0)
+        checks.append(("recycling (max_requests) costs <= 3 %: the default JSON >= 97 % of max_requests 0",
+                       share >= 97 and recycled_workers > 0,
+                       f"{share:.1f} %, {recycled_workers} workers recycled during the default's runs"))
     ws = results.get("websockets")
     if ws:
         checks.append(("WebSockets held by one deployment >= 10,000, 0 errors",
@@ -362,7 +379,7 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
     checks.append(("no-change re-run <= 10 s with 0 changed",
                    converge["rerun_s"] <= 10 and converge["rerun_changed"] == 0,
                    f"{converge['rerun_s']:.1f} s, changed={converge['rerun_changed']}"))
-    return checks
+    return checks + go_live.targets(results.get("go_live"))
 
 
 def against_bare_uvicorn(results: dict) -> str:
@@ -403,6 +420,34 @@ def access_log_sentence(log: dict | None) -> str:
             f"of requests still in flight when a run ended); {dropped}.")
 
 
+def recycling_sentence(results: dict) -> str:
+    servers_ = results["servers"]
+    if "uvicorn_worker" not in servers_ or "no_recycling" not in servers_:
+        return "Recycling was not measured side by side in this run."
+    count = servers_["uvicorn_worker"].get("recycled", 0)
+    return (f"During the default's runs Uvicorn ended {count} workers at max_requests and gunicorn forked "
+            "their successors from the preloaded master, so they served at once; the JSON row of the "
+            "deployment without recycling measures what that costs.")
+
+
+def go_live_section(section: dict | None) -> list[str]:
+    if not section:
+        return ["Not measured in this run."]
+    return [
+        f"The example app sleeps {section['import_delay_s']} s at import (EXAMPLE_APP_IMPORT_DELAY), as an app "
+        "with heavy imports, a model or a connection pool does. Each mechanism replaces the "
+        f"{section['workers']} workers once under {section['clients']['concurrency']} HTTP clients (a new "
+        f"connection per request), {section['clients']['websockets']} WebSockets and "
+        f"{section['clients']['sse']} SSE streams; steady p99 is the same clients' in the "
+        f"{go_live.STEADY_SECONDS} s before, slowest and failed are the requests' during the event and "
+        f"{go_live.SETTLE_SECONDS} s after it (tools/benchmark_go_live.py).",
+        "",
+        go_live.table(section),
+        "",
+        go_live.handover_sentence(section),
+    ]
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     ws = results.get("websockets") or {}
@@ -427,6 +472,8 @@ def render_markdown(results: dict) -> str:
         "max_requests (10,000 + up to 1,000) costs at this rate. RSS/worker is the median resident "
         "memory of a server's workers after its last run; recycled workers are younger than the others.",
         "",
+        recycling_sentence(results),
+        "",
         restarts_sentence(results),
         "",
         "![requests per second by server](worker-types.png)",
@@ -447,6 +494,10 @@ def render_markdown(results: dict) -> str:
         "## Access log",
         "",
         access_log_sentence(results.get("access_log")),
+        "",
+        "## Going live with a slow-starting app",
+        "",
+        *go_live_section(results.get("go_live")),
         "",
         "## The role's own cost",
         "",
@@ -519,7 +570,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--timeout", type=int, default=10, help="wrk's per-request timeout, seconds")
     parser.add_argument("--ws-step", type=int, default=5000, help="WebSockets added per step")
     parser.add_argument("--ws-limit", type=int, default=40000, help="stop adding WebSockets here")
-    parser.add_argument("--only", help="comma-separated server keys (default: all)")
+    parser.add_argument("--only", help="comma-separated server keys, go_live for the last part (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--keep", action="store_true", help="leave the test host running")
     parser.add_argument("--render", type=Path, metavar="RESULTS_JSON",
@@ -582,7 +633,7 @@ def main() -> int:
         runs, answered, restarts = measure(server, restart, args)
         rss = worker_rss_mb(unit)
         results["servers"][server.key] = {**asdict(server), "runs": [asdict(r) for r in runs],
-                                          "restarts": restarts,
+                                          "restarts": restarts, "recycled": recycled(unit, since),
                                           "rss_mb": round(statistics.median(rss), 1) if rss else 0.0}
         if server.key == "uvicorn_worker":
             results["access_log"] = access_log_kept_up(unit, since, answered)
@@ -593,6 +644,11 @@ def main() -> int:
             stop_unit(*role_units)
         else:
             stop_unit(unit)
+
+    if not chosen or "go_live" in chosen:
+        print("benchmark: going live with a slow-starting app", flush=True)
+        results["go_live"] = go_live.measure(on_host, deploy, wait_ready, APP, RELEASE, ROLE_PORT, role_workers)
+        print("\n" + go_live.table(results["go_live"]) + "\n", flush=True)
 
     if "uvicorn" in results["servers"]:
         results["ceilings"] = ceilings(results, args.latency)
