@@ -89,9 +89,6 @@ def servers(cores: int, role_workers: int, latency: float) -> list[Server]:
                role_vars={}, workers=role_workers),
         Server("asgi", "role: gunicorn native asgi worker", "role", ROLE_PORT,
                role_vars={"asgi_app_worker_class": "asgi"}, workers=role_workers),
-        # Not one of the five: the default without max_requests, to show what recycling costs.
-        Server("no_recycling", "role: UvicornWorker, max_requests 0", "role", ROLE_PORT,
-               role_vars={"asgi_app_max_requests": 0}, workers=role_workers, io=False),
         Server("uvicorn", "bare uvicorn --workers N, no logging", "role's N", ROLE_PORT + 5,
                f"{venv}/uvicorn example_app.main:app --workers {role_workers} --host 127.0.0.1 "
                f"--port {ROLE_PORT + 5} --no-access-log --log-level warning", workers=role_workers),
@@ -183,6 +180,42 @@ def recycled(unit: str, since: int) -> int:
     """Workers Uvicorn ended for max_requests since then (each one replaced by the master)."""
     return int(on_host(f"journalctl --no-pager -o cat --since @{since} -u {unit} "
                        "| grep -c 'Maximum request limit' || true"))
+
+
+UNRECYCLED_PORT = ROLE_PORT + 4
+
+
+def recycling_side_by_side(args, repeat: int) -> dict:
+    """The role's deployment against the same deployment with max_requests 0, run by run.
+
+    The second is a copy of the role's unit (its sandbox, environment and gunicorn_config.py)
+    with `--max-requests 0` and a port of its own; wrk loads the JSON endpoint of one, then of
+    the other, `repeat` times, so that both meet the same machine. The difference of the medians
+    is what recycling costs at this rate.
+    """
+    unit = f"{APP}-unrecycled.service"
+    on_host(f"sed -e 's|^ExecStart=.*|& --max-requests 0 --bind 127.0.0.1:{UNRECYCLED_PORT}|' "
+            f"-e 's|^RuntimeDirectory=.*|RuntimeDirectory={APP}-unrecycled/gunicorn|' "
+            f"/etc/systemd/system/{APP}.service > /etc/systemd/system/{unit} && systemctl daemon-reload "
+            f"&& systemctl start {unit}")
+    wait_ready(UNRECYCLED_PORT)
+    ports = {"default": ROLE_PORT, "unrecycled": UNRECYCLED_PORT}
+    for port in ports.values():
+        wrk(f"http://127.0.0.1:{port}/json", 32, 2, args.timeout)  # warm every worker up
+    since = int(time.time())
+    reports = {key: [] for key in ports}
+    for _ in range(repeat):
+        for key, port in ports.items():
+            reports[key].append(wrk(f"http://127.0.0.1:{port}/json", args.json_concurrency, args.duration,
+                                    args.timeout))
+            time.sleep(1)
+    recycled_workers = recycled(f"{APP}.service", since)
+    on_host(f"systemctl stop {unit}; rm /etc/systemd/system/{unit}; systemctl daemon-reload")
+    runs = {key: asdict(summarise("json", args.json_concurrency, r)) for key, r in reports.items()}
+    share = 100 * runs["default"]["rps"] / runs["unrecycled"]["rps"]
+    print(f"  recycling: default {runs['default']['runs']} req/s, max_requests 0 {runs['unrecycled']['runs']} "
+          f"req/s: {share:.1f} %, {recycled_workers} workers recycled", flush=True)
+    return {"pairs": repeat, "recycled": recycled_workers, "share": round(share, 1), **runs}
 
 
 # --- Load ----------------------------------------------------------------------------------------
@@ -363,13 +396,12 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
     if ours_json and bare_json:
         share = 100 * ours_json["rps"] / bare_json["rps"]
         checks.append(("UvicornWorker JSON >= 90 % of bare uvicorn, access log on", share >= 90, f"{share:.0f} %"))
-    unrecycled = next((r for r in runs.get("no_recycling", {}).values() if r["test"] == "json"), None)
-    if ours_json and unrecycled:
-        share = 100 * ours_json["rps"] / unrecycled["rps"]
-        recycled_workers = results["servers"]["uvicorn_worker"].get("recycled", 0)
-        checks.append(("recycling (max_requests) costs <= 3 %: the default JSON >= 97 % of max_requests 0",
-                       share >= 97 and recycled_workers > 0,
-                       f"{share:.1f} %, {recycled_workers} workers recycled during the default's runs"))
+    recycling = results.get("recycling")
+    if recycling:
+        checks.append(("recycling (max_requests) costs <= 3 %: the default JSON >= 97 % of the same deployment "
+                       "with max_requests 0, side by side",
+                       recycling["share"] >= 97 and recycling["recycled"] > 0,
+                       f"{recycling['share']:.1f} %, {recycling['recycled']} workers recycled meanwhile"))
     ws = results.get("websockets")
     if ws:
         checks.append(("WebSockets held by one deployment >= 10,000, 0 errors",
@@ -420,14 +452,25 @@ def access_log_sentence(log: dict | None) -> str:
             f"of requests still in flight when a run ended); {dropped}.")
 
 
-def recycling_sentence(results: dict) -> str:
-    servers_ = results["servers"]
-    if "uvicorn_worker" not in servers_ or "no_recycling" not in servers_:
-        return "Recycling was not measured side by side in this run."
-    count = servers_["uvicorn_worker"].get("recycled", 0)
-    return (f"During the default's runs Uvicorn ended {count} workers at max_requests and gunicorn forked "
-            "their successors from the preloaded master, so they served at once; the JSON row of the "
-            "deployment without recycling measures what that costs.")
+def recycling_section(results: dict) -> list[str]:
+    recycling = results.get("recycling")
+    if not recycling:
+        return ["Not measured in this run."]
+    default, unrecycled = recycling["default"], recycling["unrecycled"]
+    return [
+        "The role's deployment (max_requests 10,000 + up to 1,000 by default) and a copy of its unit with "
+        f"`--max-requests 0`, loaded in turn on the JSON endpoint at concurrency {default['concurrency']}, "
+        f"{recycling['pairs']} runs each (requests/s of every run in order):",
+        "",
+        f"- default: {default['rps']:,.0f} req/s (median; runs {', '.join(f'{r:,.0f}' for r in default['runs'])}), "
+        f"p99 {default['p99_ms']:,.1f} ms",
+        f"- max_requests 0: {unrecycled['rps']:,.0f} req/s (median; runs "
+        f"{', '.join(f'{r:,.0f}' for r in unrecycled['runs'])}), p99 {unrecycled['p99_ms']:,.1f} ms",
+        "",
+        f"The default reached {recycling['share']:.1f} % of it while Uvicorn ended {recycling['recycled']} workers "
+        "at max_requests and gunicorn forked their successors from the preloaded master, which serve at once. "
+        "At this rate a worker is recycled every few seconds; at a real app's rate, every few hours.",
+    ]
 
 
 def go_live_section(section: dict | None) -> list[str]:
@@ -467,13 +510,10 @@ def render_markdown(results: dict) -> str:
         "",
         "p50 and p99 are those of the requests answered during a run: where a run answered fewer "
         "requests than it had clients (sync and gthread), most clients were still waiting when it ended. "
-        "The row with max_requests 0 is the default deployment without worker recycling, on the JSON "
-        "endpoint only: the difference to the default is what replacing a worker every "
-        "max_requests (10,000 + up to 1,000) costs at this rate. RSS/worker is the median resident "
+        "RSS/worker is the median resident "
         "memory of a server's workers after its last run; recycled workers are younger than the others.",
         "",
-        recycling_sentence(results),
-        "",
+
         restarts_sentence(results),
         "",
         "![requests per second by server](worker-types.png)",
@@ -494,6 +534,10 @@ def render_markdown(results: dict) -> str:
         "## Access log",
         "",
         access_log_sentence(results.get("access_log")),
+        "",
+        "## Worker recycling",
+        "",
+        *recycling_section(results),
         "",
         "## Going live with a slow-starting app",
         "",
@@ -633,11 +677,13 @@ def main() -> int:
         runs, answered, restarts = measure(server, restart, args)
         rss = worker_rss_mb(unit)
         results["servers"][server.key] = {**asdict(server), "runs": [asdict(r) for r in runs],
-                                          "restarts": restarts, "recycled": recycled(unit, since),
+                                          "restarts": restarts,
                                           "rss_mb": round(statistics.median(rss), 1) if rss else 0.0}
         if server.key == "uvicorn_worker":
             results["access_log"] = access_log_kept_up(unit, since, answered)
             print(f"  access log: {results['access_log']}", flush=True)
+        if server.key == "uvicorn_worker":
+            results["recycling"] = recycling_side_by_side(args, max(args.repeat, 5))
         if server.key == "uvicorn_worker" and args.ws_limit:
             results["websockets"] = hold_websockets(args.ws_step, args.ws_limit, unit)
         if server.role_vars is not None:
