@@ -173,7 +173,7 @@ def recycling(default_runs, unrecycled_runs, recycled):
          "timeout": 0, "p50_us": 20_000, "p99_us": 90_000, "max_us": 200_000} for rps in values]))
         for key, values in (("default", default_runs), ("unrecycled", unrecycled_runs))}
     return {"pairs": len(default_runs), "recycled": recycled,
-            "share": round(100 * runs["default"]["rps"] / runs["unrecycled"]["rps"], 1), **runs}
+            "share": round(bench.pair_share(default_runs, unrecycled_runs), 1), **runs}
 
 
 def test_recycling_is_judged_side_by_side_with_the_same_deployment_without_it():
@@ -183,9 +183,11 @@ def test_recycling_is_judged_side_by_side_with_the_same_deployment_without_it():
             "recycling (max_requests) costs <= 3 %: the default JSON >= 97 % of the same deployment with "
             "max_requests 0, side by side"]
 
-    # The medians: 9,000 req/s without recycling; 8,800 and 8,600 with it.
-    assert check([8800, 8700, 8900, 8850, 8750], 12) == (True, "97.8 %, 12 workers recycled meanwhile")
-    assert check([8600, 8500, 8700, 8650, 8550], 12) == (False, "95.6 %, 12 workers recycled meanwhile")
+    # Pair by pair against 9,000, 9,100, 8,900, 9,050 and 8,950 req/s without recycling.
+    assert check([8800, 8900, 8700, 8850, 8750], 12) == (True, "97.8 %, 12 workers recycled meanwhile")
+    assert check([8600, 8700, 8500, 8650, 8550], 12) == (False, "95.6 %, 12 workers recycled meanwhile")
+    # One pair disturbed by something else on the machine does not decide.
+    assert check([8800, 8900, 6000, 8850, 8750], 12)[0] is True
     # A run in which no worker reached max_requests measured nothing about recycling.
     assert check([9000] * 5, 0) == (False, "100.0 %, 0 workers recycled meanwhile")
 
@@ -196,7 +198,7 @@ def test_recycling_section_lists_every_run():
     assert "3 runs each" in text
     assert "- default: 8,800 req/s (median; runs 8,800, 8,700, 8,900), p99 90.0 ms" in text
     assert "- max_requests 0: 9,000 req/s (median; runs 9,000, 9,100, 8,900)" in text
-    assert "reached 97.8 % of it while Uvicorn ended 7 workers" in text
+    assert "the default reached 97.8 % of it (median) while Uvicorn ended 7 workers" in text
     assert bench.recycling_section(results(RPS)) == ["Not measured in this run."]
 
 

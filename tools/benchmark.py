@@ -185,13 +185,19 @@ def recycled(unit: str, since: int) -> int:
 UNRECYCLED_PORT = ROLE_PORT + 4
 
 
+def pair_share(default: list[float], unrecycled: list[float]) -> float:
+    """The median, over the pairs of runs made one after the other, of default / unrecycled, in %:
+    what the machine did meanwhile (another process, the page cache) weighs on both of a pair."""
+    return statistics.median(100 * a / b for a, b in zip(default, unrecycled))
+
+
 def recycling_side_by_side(args, repeat: int) -> dict:
     """The role's deployment against the same deployment with max_requests 0, run by run.
 
     The second is a copy of the role's unit (its sandbox, environment and gunicorn_config.py)
     with `--max-requests 0` and a port of its own; wrk loads the JSON endpoint of one, then of
-    the other, `repeat` times, so that both meet the same machine. The difference of the medians
-    is what recycling costs at this rate.
+    the other, `repeat` times, so that both meet the same machine. The median share of a pair is
+    what recycling leaves of the throughput at this rate.
     """
     unit = f"{APP}-unrecycled.service"
     on_host(f"sed -e 's|^ExecStart=.*|& --max-requests 0 --bind 127.0.0.1:{UNRECYCLED_PORT}|' "
@@ -212,7 +218,7 @@ def recycling_side_by_side(args, repeat: int) -> dict:
     recycled_workers = recycled(f"{APP}.service", since)
     on_host(f"systemctl stop {unit}; rm /etc/systemd/system/{unit}; systemctl daemon-reload")
     runs = {key: asdict(summarise("json", args.json_concurrency, r)) for key, r in reports.items()}
-    share = 100 * runs["default"]["rps"] / runs["unrecycled"]["rps"]
+    share = pair_share(runs["default"]["runs"], runs["unrecycled"]["runs"])
     print(f"  recycling: default {runs['default']['runs']} req/s, max_requests 0 {runs['unrecycled']['runs']} "
           f"req/s: {share:.1f} %, {recycled_workers} workers recycled", flush=True)
     return {"pairs": repeat, "recycled": recycled_workers, "share": round(share, 1), **runs}
@@ -467,7 +473,8 @@ def recycling_section(results: dict) -> list[str]:
         f"- max_requests 0: {unrecycled['rps']:,.0f} req/s (median; runs "
         f"{', '.join(f'{r:,.0f}' for r in unrecycled['runs'])}), p99 {unrecycled['p99_ms']:,.1f} ms",
         "",
-        f"The default reached {recycling['share']:.1f} % of it while Uvicorn ended {recycling['recycled']} workers "
+        f"Pair by pair (run i of each, one after the other), the default reached {recycling['share']:.1f} % of it "
+        f"(median) while Uvicorn ended {recycling['recycled']} workers "
         "at max_requests and gunicorn forked their successors from the preloaded master, which serve at once. "
         "At this rate a worker is recycled every few seconds; at a real app's rate, every few hours.",
     ]
