@@ -182,7 +182,19 @@ def recycled(unit: str, since: int) -> int:
                        "| grep -c 'Maximum request limit' || true"))
 
 
-UNRECYCLED_PORT = ROLE_PORT + 4
+RECYCLING_PORTS = {"default": ROLE_PORT + 3, "unrecycled": ROLE_PORT + 4}
+
+
+def unit_copy(key: str, port: int, extra: str = "") -> str:
+    """Start a copy of the role's unit (its sandbox, environment and gunicorn_config.py) that binds
+    a port of its own, with `extra` gunicorn arguments; its name."""
+    unit = f"{APP}-{key}.service"
+    on_host(f"sed -e 's|^ExecStart=.*|& {extra} --bind 127.0.0.1:{port}|' -e '/^Requires={APP}\\.socket/d' "
+            f"-e 's|^RuntimeDirectory=.*|RuntimeDirectory={APP}-{key}/gunicorn|' "
+            f"/etc/systemd/system/{APP}.service > /etc/systemd/system/{unit} && systemctl daemon-reload "
+            f"&& systemctl start {unit}")
+    wait_ready(port)
+    return unit
 
 
 def pair_share(default: list[float], unrecycled: list[float]) -> float:
@@ -194,29 +206,26 @@ def pair_share(default: list[float], unrecycled: list[float]) -> float:
 def recycling_side_by_side(args, repeat: int) -> dict:
     """The role's deployment against the same deployment with max_requests 0, run by run.
 
-    The second is a copy of the role's unit (its sandbox, environment and gunicorn_config.py)
-    with `--max-requests 0` and a port of its own; wrk loads the JSON endpoint of one, then of
-    the other, `repeat` times, so that both meet the same machine. The median share of a pair is
-    what recycling leaves of the throughput at this rate.
+    Both are copies of the role's unit that differ only in `--max-requests 0` (each binds a port
+    of its own, so neither has the role's socket unit); wrk loads the JSON endpoint of one, then
+    of the other, `repeat` times, so that both meet the same machine. The median share of a pair
+    is what recycling leaves of the throughput at this rate.
     """
-    unit = f"{APP}-unrecycled.service"
-    on_host(f"sed -e 's|^ExecStart=.*|& --max-requests 0 --bind 127.0.0.1:{UNRECYCLED_PORT}|' "
-            f"-e 's|^RuntimeDirectory=.*|RuntimeDirectory={APP}-unrecycled/gunicorn|' "
-            f"/etc/systemd/system/{APP}.service > /etc/systemd/system/{unit} && systemctl daemon-reload "
-            f"&& systemctl start {unit}")
-    wait_ready(UNRECYCLED_PORT)
-    ports = {"default": ROLE_PORT, "unrecycled": UNRECYCLED_PORT}
-    for port in ports.values():
+    units = {"default": unit_copy("default", RECYCLING_PORTS["default"]),
+             "unrecycled": unit_copy("unrecycled", RECYCLING_PORTS["unrecycled"], "--max-requests 0")}
+    for port in RECYCLING_PORTS.values():
         wrk(f"http://127.0.0.1:{port}/json", 32, 2, args.timeout)  # warm every worker up
     since = int(time.time())
-    reports = {key: [] for key in ports}
+    reports = {key: [] for key in RECYCLING_PORTS}
     for _ in range(repeat):
-        for key, port in ports.items():
+        for key, port in RECYCLING_PORTS.items():
             reports[key].append(wrk(f"http://127.0.0.1:{port}/json", args.json_concurrency, args.duration,
                                     args.timeout))
             time.sleep(1)
-    recycled_workers = recycled(f"{APP}.service", since)
-    on_host(f"systemctl stop {unit}; rm /etc/systemd/system/{unit}; systemctl daemon-reload")
+    recycled_workers = recycled(units["default"], since)
+    for unit in units.values():
+        on_host(f"systemctl stop {unit}; rm /etc/systemd/system/{unit}")
+    on_host("systemctl daemon-reload")
     runs = {key: asdict(summarise("json", args.json_concurrency, r)) for key, r in reports.items()}
     share = pair_share(runs["default"]["runs"], runs["unrecycled"]["runs"])
     print(f"  recycling: default {runs['default']['runs']} req/s, max_requests 0 {runs['unrecycled']['runs']} "
@@ -464,8 +473,8 @@ def recycling_section(results: dict) -> list[str]:
         return ["Not measured in this run."]
     default, unrecycled = recycling["default"], recycling["unrecycled"]
     return [
-        "The role's deployment (max_requests 10,000 + up to 1,000 by default) and a copy of its unit with "
-        f"`--max-requests 0`, loaded in turn on the JSON endpoint at concurrency {default['concurrency']}, "
+        "Two copies of the role's unit, one as deployed (max_requests 10,000 + up to 1,000) and one with "
+        f"`--max-requests 0`, each on a port of its own, loaded in turn on the JSON endpoint at concurrency {default['concurrency']}, "
         f"{recycling['pairs']} runs each (requests/s of every run in order):",
         "",
         f"- default: {default['rps']:,.0f} req/s (median; runs {', '.join(f'{r:,.0f}' for r in default['runs'])}), "
@@ -698,15 +707,19 @@ def main() -> int:
         else:
             stop_unit(unit)
 
+    def report() -> None:
+        if "uvicorn" in results["servers"]:
+            results["ceilings"] = ceilings(results, args.latency)
+            results["targets"] = [{"target": n, "met": ok, "value": v} for n, ok, v in targets(results)]
+            write(results, args.out)
+
+    report()  # the servers' results are kept should the last part fail
     if not chosen or "go_live" in chosen:
         print("benchmark: going live with a slow-starting app", flush=True)
         results["go_live"] = go_live.measure(on_host, deploy, wait_ready, APP, RELEASE, ROLE_PORT, role_workers)
         print("\n" + go_live.table(results["go_live"]) + "\n", flush=True)
-
+        report()
     if "uvicorn" in results["servers"]:
-        results["ceilings"] = ceilings(results, args.latency)
-        results["targets"] = [{"target": n, "met": ok, "value": v} for n, ok, v in targets(results)]
-        write(results, args.out)
         print("\n" + table(results) + "\n")
         for name, ok, value in targets(results):
             print(f"{'met    ' if ok else 'NOT met'}  {name}: {value}")
