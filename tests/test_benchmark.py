@@ -35,7 +35,8 @@ def results(rps: dict[str, list[float]], **extra) -> dict:
     tests = [("io", 100), ("io", 1000), ("io", 10000), ("json", 256)]
     servers = {}
     for key, values in rps.items():
-        runs = [bench.Run(t, c, v, 201.0, 260.0, 0, {}, int(v * 6), [v]) for (t, c), v in zip(tests, values)]
+        runs = [bench.Run(t, c, v, 201.0, 260.0, 0, {}, int(v * 6), [v])
+                for (t, c), v in zip(tests, values, strict=True)]
         servers[key] = {"key": key, "label": f"{key} label", "workers": 3, "rss_mb": 60.0,
                         "runs": [bench.asdict(r) for r in runs]}
     data = {"date": "2026-11-26", "latency": 0.2, "duration": 6, "repeat": 3, "timeout": 2,
@@ -86,7 +87,8 @@ def test_table_is_aligned_markdown_with_the_share_of_the_ceiling():
     assert row == ["uvicorn_worker label", "3", "I/O 200 ms", "1,000", "4,700", "94 %", "201.0", "260.0", "0", "60"]
     json_row = [cell.strip() for cell in grid[2 + 3].strip("|").split("|")]
     assert json_row[2:6] == ["JSON", "256", "3,000", "-"]
-    assert lines[-1] == "Ceiling of the I/O rows by concurrency: 100: 500 req/s, 1,000: 5,000 req/s, 10,000: 8,800 req/s."
+    assert lines[-1] == ("Ceiling of the I/O rows by concurrency: 100: 500 req/s, 1,000: 5,000 req/s, "
+                         "10,000: 8,800 req/s.")
 
 
 def test_written_report_has_the_table_the_chart_and_the_targets(tmp_path):

@@ -200,7 +200,7 @@ def unit_copy(key: str, port: int, extra: str = "") -> str:
 def pair_share(default: list[float], unrecycled: list[float]) -> float:
     """The median, over the pairs of runs made one after the other, of default / unrecycled, in %:
     what the machine did meanwhile (another process, the page cache) weighs on both of a pair."""
-    return statistics.median(100 * a / b for a, b in zip(default, unrecycled))
+    return statistics.median(100 * a / b for a, b in zip(default, unrecycled, strict=True))
 
 
 def recycling_side_by_side(args, repeat: int) -> dict:
@@ -386,7 +386,7 @@ def table(results: dict) -> str:
 
     def line(cells):
         return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
     rule = "|" + "|".join(("-" * (w + 1) + ":") if i in numeric else ("-" * (w + 2))
                          for i, w in enumerate(widths)) + "|"
     ceiling_row = ", ".join(f"{int(c):,}: {v:,.0f} req/s" for c, v in ceiling.items())
@@ -474,7 +474,8 @@ def recycling_section(results: dict) -> list[str]:
     default, unrecycled = recycling["default"], recycling["unrecycled"]
     return [
         "Two copies of the role's unit, one as deployed (max_requests 10,000 + up to 1,000) and one with "
-        f"`--max-requests 0`, each on a port of its own, loaded in turn on the JSON endpoint at concurrency {default['concurrency']}, "
+        f"`--max-requests 0`, each on a port of its own, loaded in turn on the JSON endpoint at concurrency "
+        f"{default['concurrency']}, "
         f"{recycling['pairs']} runs each (requests/s of every run in order):",
         "",
         f"- default: {default['rps']:,.0f} req/s (median; runs {', '.join(f'{r:,.0f}' for r in default['runs'])}), "
