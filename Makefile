@@ -10,7 +10,7 @@ export MOLECULE_GLOB := molecule/*/molecule.yml
 export COLUMNS ?= 160
 COLLECTION_LINK := .ansible/collections/ansible_collections/asgi/gunicorn
 
-.PHONY: demo test bench lint unit molecule molecule-debian12 molecule-debian13 engine image \
+.PHONY: demo test bench lint unit sanity molecule molecule-debian12 molecule-debian13 engine image \
 	clean-demo setup chromium wrk
 
 # Debian releases the scenarios run on; roles/asgi_app/meta/main.yml lists the same ones.
@@ -27,8 +27,8 @@ MOLECULE_SKIP_13 := fleet galaxy guardrails real-apps
 demo: setup engine image
 	tools/demo.sh
 
-## test: lint, fast tests, then every Molecule scenario
-test: setup engine image lint unit molecule
+## test: lint, fast tests, ansible-test's sanity tests, then every Molecule scenario
+test: setup engine image lint unit sanity molecule
 
 ## bench: gunicorn's worker types side by side on a host the role deployed (docs/benchmarks/)
 bench: setup engine image wrk
@@ -60,12 +60,20 @@ engine:
 image:
 	tools/test-image.sh 12 >/dev/null
 
+# YAML and Ansible, the Python (ruff.toml), and the shell: the scripts here, and the shell inlined
+# in the role's and the scenarios' YAML, which tests/test_shell.py checks with the same shellcheck.
 lint: setup
 	yamllint --strict .
 	ansible-lint
+	ruff check .
+	shellcheck tools/*.sh .ci/run
 
 unit: setup chromium wrk
 	pytest tests
+
+# ansible-test's sanity tests (Galaxy runs them on every upload) on the built tarball, installed.
+sanity: setup
+	python tools/sanity.py
 
 molecule: $(addprefix molecule-debian,$(DEBIAN_RELEASES))
 

@@ -59,7 +59,7 @@ class SseResult:
     @property
     def smallest_gap(self) -> float:
         arrivals = [event["arrived"] for event in self.events]
-        return min((b - a for a, b in zip(arrivals, arrivals[1:])), default=0.0)
+        return min((b - a for a, b in itertools.pairwise(arrivals)), default=0.0)
 
 
 @dataclass
@@ -456,10 +456,10 @@ def format_table(records: list[dict]) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(cell.rjust(width) if name in numeric and cells is not header
                                  else cell.ljust(width)
-                                 for name, cell, width in zip(header, cells, widths)) + " |"
+                                 for name, cell, width in zip(header, cells, widths, strict=True)) + " |"
 
     separator = "|" + "|".join("-" * (w + 1) + ":" if name in numeric else "-" * (w + 2)
-                               for name, w in zip(header, widths)) + "|"
+                               for name, w in zip(header, widths, strict=True)) + "|"
     return "\n".join([line(header), separator, *(line(row) for row in rows)])
 
 
@@ -552,7 +552,7 @@ async def _hold(url: str, count: int, local_address: str | None, timeout: float)
     holder = WebSocketHolder(url, local_address, timeout)
     loop = asyncio.get_running_loop()
     print(json.dumps(asdict(await holder.echo_all(await holder.open(count)))), flush=True)
-    while (line := await loop.run_in_executor(None, sys.stdin.readline)).strip() == "echo":
+    while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "echo":
         print(json.dumps(asdict(await holder.echo_all())), flush=True)
     await holder.close()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+
 from ansible_collections.asgi.gunicorn.plugins.filter import (
     asgi_app_source as source_filter,
 )

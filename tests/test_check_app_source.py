@@ -12,6 +12,7 @@ import tarfile
 import zipfile
 
 import pytest
+
 from ansible_collections.asgi.gunicorn.plugins.module_utils import (
     asgi_app_source as app_source,
 )

@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-from conftest import REPO, ROLE, load_module, debian_releases_under_test
+from conftest import REPO, ROLE, debian_releases_under_test, load_module
 
 
 def test_defaults_and_argument_specs_agree():

@@ -175,10 +175,12 @@ def test_load_during_a_graceful_reload(gunicorn):
 
 RECORDS = [
     {"event": "reload (SIGHUP)", "requests": 2412, "failed": 0, "ws_closes": {"1012": 4}, "ws_resets": 0,
-     "sse_ends": {"clean": 2, "broken": 0}, "stop_seconds": 0.31, "sigkill": 0, "latency_max": 0.5, "latency_p99": 0.12,
+     "sse_ends": {"clean": 2, "broken": 0}, "stop_seconds": 0.31, "sigkill": 0,
+     "latency_max": 0.5, "latency_p99": 0.12,
      "first_version": "1.0.0", "last_version": "1.0.1"},
     {"event": "restart", "requests": 2007, "failed": 13, "ws_closes": {"1012": 3}, "ws_resets": 1,
-     "sse_ends": {"clean": 1, "broken": 1}, "stop_seconds": None, "sigkill": 2, "latency_max": 12.25, "latency_p99": 3.5,
+     "sse_ends": {"clean": 1, "broken": 1}, "stop_seconds": None, "sigkill": 2,
+     "latency_max": 12.25, "latency_p99": 3.5,
      "first_version": "1.0.0", "last_version": "1.0.0"},
 ]
 
@@ -196,7 +198,8 @@ def test_format_table():
     assert second == ["restart", "2007", "13", "3.50", "12.25", "1012 x3, reset x1", "clean x1, broken x1",
                       "-, SIGKILL x2", "1.0.0"]
     idle = format_table([{"event": "idle", "requests": 5, "failed": 0}]).splitlines()[2]
-    assert [cell.strip() for cell in idle.strip("|").split("|")] == ["idle", "5", "0", "0.00", "0.00", "-", "-", "-", "-"]
+    assert [cell.strip() for cell in idle.strip("|").split("|")] == [
+        "idle", "5", "0", "0.00", "0.00", "-", "-", "-", "-"]
 
 
 def test_table_command(tmp_path):

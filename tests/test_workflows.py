@@ -105,7 +105,7 @@ def test_workflows_call_only_make_targets_the_makefile_has():
         for target in re.findall(r"\bmake\s+\"?([\w$.-]+)", step.get("run", "")):
             # The molecule step names its target from the matrix through $DEBIAN.
             targets |= {target.replace("$DEBIAN", str(debian)) for debian in matrix["debian"]}
-    assert targets >= {"lint", "unit", "molecule-debian12"}
+    assert targets >= {"lint", "unit", "sanity", "molecule-debian12"}
     for target in sorted(targets):
         # --dry-run prints what the target would do and fails only when there is no such rule.
         result = run(["make", "--dry-run", target, "SCENARIO=default"], cwd=REPO)

@@ -25,7 +25,8 @@ def table() -> str:
             default = "**required**"
         else:
             value = spec.get("default")
-            default = "`null`" if value is None else f"`{yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}`"
+            flow = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            default = "`null`" if value is None else f"`{flow}`"
         choices = f" One of {', '.join(f'`{c}`' for c in spec['choices'])}." if spec.get("choices") else ""
         description = " ".join(spec["description"]) if isinstance(spec["description"], list) else spec["description"]
         description = re.sub(r"C\(([^)]*)\)", r"`\1`", description).replace("|", "\\|")

@@ -85,7 +85,7 @@ def check_worker_class(worker_class, gunicorn_version, problems, warnings):
             f"asgi_app_worker_class '{worker_class}' is deprecated by Uvicorn and will be removed; "
             f"set asgi_app_worker_class: {DEPRECATED_WORKERS[worker_class]} (package uvicorn-worker, "
             "which the role installs).")
-    module, _, cls = worker_class.rpartition(".")
+    module, _dot, cls = worker_class.rpartition(".")
     return {"kind": "uvicorn", "module": module, "class": cls}
 
 
@@ -118,7 +118,7 @@ def check_bind_is_free(text, bind, name, apps, problems):
     if not bind or bind["unix_socket"]:
         return
     for app in apps:
-        host, _, port = str(app.get("listen") or "").rpartition(":")
+        host, _colon, port = str(app.get("listen") or "").rpartition(":")
         if app.get("name") == name or port != bind["port"]:
             continue
         if host == bind["host"] or {host, bind["host"]} & WILDCARD_HOSTS:
@@ -230,7 +230,8 @@ def check_release_commands(commands, once, problems):
     says, a dict {command, once} chooses for itself."""
     normalized = []
     for entry in commands or []:
-        command, runs_once = (entry.get("command"), entry.get("once", once)) if isinstance(entry, dict) else (entry, once)
+        command, runs_once = ((entry.get("command"), entry.get("once", once)) if isinstance(entry, dict)
+                              else (entry, once))
         if not isinstance(command, str) or not command.strip() or not isinstance(runs_once, bool):
             problems.append(
                 f"asgi_app_release_commands has {entry!r}: each entry is a shell command, or a dict "

@@ -7,6 +7,7 @@ whose path the filter returns, to write the archive it transfers to the host.
 """
 
 from ansible.errors import AnsibleFilterError
+
 from ansible_collections.asgi.gunicorn.plugins.module_utils.asgi_app_source import (
     DEFAULT_EXCLUDE,
     SCRIPT,

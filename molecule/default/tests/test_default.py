@@ -4,8 +4,11 @@ import time
 
 import probes
 from served import (  # noqa: F401 (collected by pytest as this module's tests)
-    test_health_answers_200, test_running_workers_are_uvicorn_workers,
-    test_sse_events_arrive_separately, test_websocket_handshake_and_echo)
+    test_health_answers_200,
+    test_running_workers_are_uvicorn_workers,
+    test_sse_events_arrive_separately,
+    test_websocket_handshake_and_echo,
+)
 
 
 def test_unit_is_active_and_enabled(host, service):

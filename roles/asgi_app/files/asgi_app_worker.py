@@ -119,7 +119,7 @@ def notify(message):
 
 async def call_health(app, path, host, state, timeout=5.0):
     """One GET of `path` to the ASGI `app`, in-process; returns (status, start of the body)."""
-    raw_path, _, query = path.partition("?")
+    raw_path, _question_mark, query = path.partition("?")
     scope = {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
         "method": "GET", "scheme": "http", "path": raw_path, "raw_path": raw_path.encode(),
@@ -155,7 +155,7 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
     from uvicorn import Server
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    module_name, _, class_name = base.rpartition(".")
+    module_name, _dot, class_name = base.rpartition(".")
     base_class = getattr(importlib.import_module(module_name), class_name)
     check_health = os.environ.get("ASGI_APP_CHECK_HEALTH") == "1"
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Import an ASGI application the way a worker will, and check that it can serve.
 
 Run by the asgi_app role on the target, with the new release's virtualenv, as the app's user,

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print, as JSON, the resources a new systemd service on this host may really use.
 
 Read-only. The service manager: the name of PID 1 ("systemd" on a systemd host). CPUs: online
@@ -41,7 +40,7 @@ def count_cpu_list(text):
     """'0-3,8,10-11' -> 7"""
     total = 0
     for part in filter(None, (text or "").split(",")):
-        low, _, high = part.partition("-")
+        low, _dash, high = part.partition("-")
         total += int(high or low) - int(low) + 1
     return total
 
@@ -50,7 +49,7 @@ def pid1_cgroups(root):
     """{controller: path} of PID 1; cgroup v2 is under the key ''. init.scope is left out."""
     paths = {}
     for line in (read(root, "/proc/1/cgroup") or "").splitlines():
-        _, controllers, path = line.split(":", 2)
+        _hierarchy_id, controllers, path = line.split(":", 2)
         if path.endswith("/init.scope"):
             path = path[: -len("/init.scope")]
         for controller in controllers.split(",") if controllers else [""]:
@@ -172,7 +171,7 @@ def role_apps(root):
     as, the address its socket listens on and the workers its config sets (None: unreadable)."""
     apps = []
     for entry in entries(root, UNIT_DIR) or []:
-        name, _, kind = entry.rpartition(".")
+        name, _dot, kind = entry.rpartition(".")
         if kind != "service" or not name:
             continue
         service = read(root, f"{UNIT_DIR}/{entry}", "utf-8") or ""
