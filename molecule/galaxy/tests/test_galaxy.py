@@ -3,7 +3,8 @@ project outside the repository through the collection installed from that tarbal
 
 converge.yml records what it did in MOLECULE_EPHEMERAL_DIRECTORY/collection: record.json (paths,
 build and install output, what Ansible saw, the nested deploy's rc and recap), ansible-doc.txt
-and deploy.log (the nested ansible-playbook -vv run).
+and deploy.log (the nested ansible-playbook -vv run), and galaxy-importer.log, galaxy-importer.json
+and importer_result.json (what Galaxy's importer said of the tarball).
 """
 
 import hashlib
@@ -18,17 +19,20 @@ import yaml
 
 # The app the installed collection deployed: judged as the default scenario's deploy is.
 from served import (  # noqa: F401 (collected by pytest as this module's tests)
-    test_health_answers_200, test_running_workers_are_uvicorn_workers,
-    test_sse_events_arrive_separately, test_websocket_handshake_and_echo)
+    test_health_answers_200,
+    test_running_workers_are_uvicorn_workers,
+    test_sse_events_arrive_separately,
+    test_websocket_handshake_and_echo,
+)
 
 RECORD_DIR = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "collection"
 # What a user runs and reads. Everything else in the repository develops and tests the collection.
-TOP_LEVEL = {"CHANGELOG.md", "FILES.json", "LICENSE", "MANIFEST.json", "README.md", "meta",
-             "playbooks", "plugins", "roles"}
-NOT_SHIPPED = ["tests", "molecule", "tools", "inventories", "examples", "docs", "templates",
-               ".venv", ".ansible", ".github", ".ci", ".config", "Makefile", "requirements.txt",
-               "requirements.yml", "pytest.ini", "ansible.cfg", ".ansible-lint", ".yamllint",
-               ".gitignore", ".pytest_cache"]
+TOP_LEVEL = {"CHANGELOG.md", "FILES.json", "LICENSE", "MANIFEST.json", "README.md", "changelogs", "docs",
+             "meta", "playbooks", "plugins", "roles"}
+NOT_SHIPPED = ["tests", "molecule", "tools", "inventories", "examples", "templates", "CONTRIBUTING.md",
+               "changelogs/fragments", "changelogs/.plugin-cache.yaml", ".venv", ".ansible", ".cache",
+               ".github", ".ci", ".config", "Makefile", "requirements.txt", "requirements.yml", "pytest.ini",
+               "ansible.cfg", ".ansible-lint", ".yamllint", "ruff.toml", ".gitignore", ".pytest_cache"]
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +82,24 @@ def test_tarball_holds_the_role_the_filters_and_the_collection_metadata(tarball,
     assert role <= names, sorted(role - names)
     filters = repo_files(repo, "plugins/filter/*.py")
     assert filters and filters <= names, sorted(filters - names)
+    # Each filter's documentation, which ansible-doc and Galaxy read beside it.
+    filter_docs = repo_files(repo, "plugins/filter/*.yml")
+    assert filter_docs and filter_docs <= names, sorted(filter_docs - names)
     for name in ["meta/runtime.yml", "README.md", "LICENSE", "MANIFEST.json", "FILES.json",
                  "playbooks/deploy.yml", "playbooks/rollback.yml"]:
         assert name in names
+
+
+def test_tarball_carries_what_galaxy_shows(tarball, repo):
+    """The role's README (Galaxy's importer requires one), docs/ (Galaxy shows it beside the
+    README) and the changelog, rendered and as data."""
+    names = tarball["names"]
+    docs = repo_files(repo, "docs/**/*")
+    print(f"docs: {sorted(docs)}")
+    assert "docs/benchmarks.md" in docs
+    assert docs <= names, sorted(docs - names)
+    for name in ["roles/asgi_app/README.md", "CHANGELOG.md", "changelogs/changelog.yaml", "changelogs/config.yaml"]:
+        assert name in names, name
 
 
 def test_tarball_leaves_out_what_develops_and_tests_the_collection(tarball):
@@ -101,6 +120,9 @@ def test_manifest_describes_the_collection_as_galaxy_yml_does(tarball, repo):
     assert info["license"] == ["Apache-2.0"]
     assert info["readme"] == "README.md"
     assert info["description"] and info["authors"]
+    # Galaxy links the collection's repository, documentation, home page and issues from its page.
+    for key in ("repository", "documentation", "homepage", "issues"):
+        assert info[key] == galaxy[key] and info[key].startswith("https://github.com/asgi-gunicorn/asgi.gunicorn"), key
     # Galaxy accepts at most 20 tags, each lowercase letters, digits and underscores.
     assert 0 < len(info["tags"]) <= 20
     assert all(re.fullmatch(r"[a-z0-9_]+", tag) for tag in info["tags"]), info["tags"]
@@ -170,3 +192,26 @@ def test_ansible_doc_shows_the_role_from_the_installed_collection(repo, installe
     assert {"asgi_app_name", "asgi_app_module"} <= required
     for option in main["options"]:
         assert re.search(rf"^{'=' if option in required else '-'} {option}\s", doc, re.M), option
+
+
+# Galaxy's importer
+
+
+def test_galaxy_importer_imported_the_tarball_without_an_error():
+    """galaxy-importer, as Galaxy runs it on an upload (molecule/galaxy/galaxy-importer.cfg): the
+    metadata, the READMEs, ansible-doc of every plugin, ansible-lint, flake8, the changelog."""
+    result = json.loads((RECORD_DIR / "galaxy-importer.json").read_text())
+    lines = (RECORD_DIR / "galaxy-importer.log").read_text().splitlines()
+    print(f"\ngalaxy-importer {result['version']}, rc {result['rc']}, last lines:\n" + "\n".join(lines[-25:]))
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert not errors, "\n".join(errors)
+    assert not [line for line in lines if "Missing documentation" in line]
+    assert result["rc"] == 0
+    assert "Importer processing completed successfully" in lines
+    # ansible-lint's findings are logged as warnings between these two lines: none, as in `make lint`.
+    start = next(number for number, line in enumerate(lines) if line.startswith("Linting collection via ansible-lint"))
+    assert lines[start + 1] == "...ansible-lint run complete", "\n".join(lines[start:start + 30])
+    imported = json.loads((RECORD_DIR / "importer_result.json").read_text())
+    contents = {(item["content_type"], item["name"]) for item in imported["contents"]}
+    print(f"imported: {sorted(contents)}")
+    assert ("role", "asgi_app") in contents
