@@ -94,17 +94,18 @@ def test_table_is_aligned_markdown_with_the_share_of_the_ceiling():
 def test_written_report_has_the_table_the_chart_and_the_targets(tmp_path):
     ws = {"held": 12500, "limit": 20000, "stopped_by": "failure", "kib_per_connection": 41.5, "levels": []}
     data = results(RPS, websockets=ws)
-    bench.write(data, tmp_path)
-    markdown = (tmp_path / "README.md").read_text()
+    out = tmp_path / "benchmarks"
+    bench.write(data, out)
+    markdown = (tmp_path / "benchmarks.md").read_text()  # beside the directory, as docs/benchmarks.md
     assert bench.table(data) in markdown
-    assert "![requests per second by server](worker-types.png)" in markdown
+    assert "![requests per second by server](benchmarks/worker-types.png)" in markdown
     assert "held 12,500 WebSockets" in markdown and "41.5 KiB" in markdown
     assert "- NOT met: UvicornWorker I/O at 10,000 clients >= 90 % of the ceiling (80 %)" in markdown
     assert "## Access log\n\nNot measured in this run." in markdown
     assert "Every server had answered all of a run's requests a second after it ended." in markdown
 
-    assert json.loads((tmp_path / "results.json").read_text()) == data
-    png = (tmp_path / "worker-types.png").read_bytes()
+    assert json.loads((out / "results.json").read_text()) == data
+    png = (out / "worker-types.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert width > 800 and height > 400
@@ -165,7 +166,7 @@ def test_render_writes_the_report_of_saved_results(tmp_path):
     printed = subprocess.run([sys.executable, "tools/benchmark.py", "--render", str(tmp_path / "results.json"),
                               "--out", str(out)], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert printed == bench.table(data) + "\n"
-    assert bench.table(data) in (out / "README.md").read_text()
+    assert bench.table(data) in (tmp_path / "out.md").read_text()
     assert (out / "worker-types.png").stat().st_size > 10_000
 
 

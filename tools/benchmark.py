@@ -14,7 +14,8 @@ One run, on one machine, over loopback:
    processes, until one fails to echo or the step limit is reached;
 4. the app, made slow to start, goes live under clients by the role's handover and by the
    alternatives to it (tools/benchmark_go_live.py);
-5. the results go to docs/benchmarks/ (results.json, README.md with the table, worker-types.png)
+5. the results go to docs/benchmarks.md (the page Galaxy shows: the table, the targets) and to
+   docs/benchmarks/ (results.json, worker-types.png)
    and the table is printed.
 
 The ceiling of an I/O row is min(concurrency / latency, the JSON requests/s of bare uvicorn in the
@@ -508,7 +509,7 @@ def go_live_section(section: dict | None) -> list[str]:
     ]
 
 
-def render_markdown(results: dict) -> str:
+def render_markdown(results: dict, chart_path: str = "benchmarks/worker-types.png") -> str:
     m = results["machine"]
     ws = results.get("websockets") or {}
     lines = [
@@ -533,7 +534,7 @@ def render_markdown(results: dict) -> str:
 
         restarts_sentence(results),
         "",
-        "![requests per second by server](worker-types.png)",
+        f"![requests per second by server]({chart_path})",
         "",
         "## The role's deployments against bare uvicorn",
         "",
@@ -612,10 +613,16 @@ def chart(results: dict, path: Path) -> None:
 
 
 def write(results: dict, out: Path) -> None:
+    """results.json and the chart in `out`, the page beside it (docs/benchmarks.md): Galaxy shows
+    the pages at the top of a collection's docs/."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     chart(results, out / "worker-types.png")
-    (out / "README.md").write_text(render_markdown(results))
+    page(out).write_text(render_markdown(results, f"{out.name}/worker-types.png"))
+
+
+def page(out: Path) -> Path:
+    return out.parent / f"{out.name}.md"
 
 
 # --- The run ------------------------------------------------------------------------------------------
