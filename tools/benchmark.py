@@ -158,10 +158,8 @@ def wait_ready(port: int, timeout: float = 60.0) -> None:
 
 def start_transient(server: Server) -> str:
     unit = f"bench-{server.key}"
-    on_host(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; true")
-    # Started by systemd only so that it can be stopped and found; no hardening, no socket unit.
-    on_host(f"systemd-run --unit {unit} --uid {APP} --gid {APP} --working-directory {RELEASE}/app "
-            f"--property LimitNOFILE=65536 --property StandardOutput=null {server.command}")
+    go_live.Host(on_host, APP, RELEASE).transient(
+        unit, server.command, {"LimitNOFILE": "65536", "StandardOutput": "null"}, {})
     wait_ready(server.port)
     return unit
 
@@ -382,16 +380,8 @@ def table(results: dict) -> str:
             rows.append([server["label"], str(server["workers"]), test, f"{run['concurrency']:,}",
                          f"{run['rps']:,.0f}", share, f"{run['p50_ms']:,.1f}", f"{run['p99_ms']:,.1f}",
                          errors, f"{server['rss_mb']:.0f}"])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    numeric = {3, 4, 5, 6, 7, 9}
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in numeric else ("-" * (w + 2))
-                         for i, w in enumerate(widths)) + "|"
     ceiling_row = ", ".join(f"{int(c):,}: {v:,.0f} req/s" for c, v in ceiling.items())
-    return "\n".join([line(header), rule, *(line(r) for r in rows), "",
+    return "\n".join([go_live.markdown_table(header, rows, numeric={3, 4, 5, 6, 7, 9}), "",
                       f"Ceiling of the I/O rows by concurrency: {ceiling_row}."])
 
 

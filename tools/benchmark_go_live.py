@@ -103,6 +103,8 @@ class Host:
         return True
 
     def transient(self, unit: str, command: str, properties: dict[str, str], env: dict[str, str]) -> None:
+        """Start `command` as the app's user in the release, as a unit systemd can stop and find
+        (no hardening, no socket unit), replacing an earlier one of that name."""
         self.run(f"systemctl stop {unit} 2>/dev/null; systemctl reset-failed {unit} 2>/dev/null; true")
         props = " ".join(f"--property {k}={v}" for k, v in properties.items())
         setenv = " ".join(f"--setenv {k}={v}" for k, v in env.items())
@@ -309,6 +311,19 @@ def stalled(row: dict) -> bool:
     return row["slowest_s"] > row["steady_p99_s"] + STALL_SECONDS
 
 
+def markdown_table(header: list[str], rows: list[list[str]], numeric: set[int]) -> str:
+    """An aligned Markdown table; the columns in `numeric` are right-aligned (the benchmark's
+    tables, both of them)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in numeric else ("-" * (w + 2))
+                         for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
 def table(go_live: dict) -> str:
     header = ["mechanism", "steady p99 s", "slowest s", "failed", "WebSockets", "event s", "new code",
               "up after"]
@@ -322,15 +337,7 @@ def table(go_live: dict) -> str:
         rows.append([row["label"], f"{row['steady_p99_s']:.3f}", f"{row['slowest_s']:.2f}", failed, ws,
                      f"{row['event_s']:.1f}" + ("" if row.get("finished", True) else " (unfinished)"),
                      "yes" if row["new_code"] else "no", up])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    numeric = {1, 2, 5}
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in numeric else ("-" * (w + 2))
-                         for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+    return markdown_table(header, rows, numeric={1, 2, 5})
 
 
 def handover_sentence(go_live: dict) -> str:
