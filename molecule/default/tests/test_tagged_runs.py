@@ -1,0 +1,117 @@
+"""Each of the role's tags run alone, with playbooks/deploy.yml as an operator runs it, against the
+host converge deployed: it succeeds, runs its own step after preflight and changes nothing. A
+tagged run that needs what an earlier step makes (the app installed, the release its inputs name
+built) stops before any change when the host lacks it, and what a configure run changes goes live
+in that same run."""
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+SCENARIO = Path(__file__).resolve().parents[1]
+REPO = SCENARIO.parents[1]
+ROLE_TASK = "TASK [asgi.gunicorn.asgi_app : "
+
+
+def documented_tags():
+    """The tags of roles/asgi_app/tasks/main.yml, and asgi_app_preflight, which runs preflight alone
+    (tests/test_tags.py keeps main.yml's tags and its own list of them in step)."""
+    tags = set()
+    for task in yaml.safe_load((REPO / "roles" / "asgi_app" / "tasks" / "main.yml").read_text()):
+        for each in [task] + task.get("block", []):
+            tags.update(each.get("tags", []))
+    return sorted(tags - {"always"}) + ["asgi_app_preflight"]
+
+
+# A task each tag's step shows it ran (its header is printed even when the task is skipped).
+RAN = {
+    "asgi_app": "Point current at the release",
+    "asgi_app_preflight": "Report the worker count and why",
+    "asgi_app_remove": "Remove the application from the host",
+    "asgi_app_install": "Create the application's directories",
+    "asgi_app_release": "Find the releases, the one just built among them",
+    "asgi_app_configure": "Render gunicorn_config.py, checked by gunicorn --check-config before it goes live",
+    "asgi_app_service": "Install the service, its standby and the handover between them",
+    # A task of health.yml, which verify.yml includes: the tag reaches the included tasks too.
+    "asgi_app_verify": "Check that the health path answered 200 in time",
+    "asgi_app_proxy": "Put nginx in front of the app",
+}
+
+
+def converge_vars():
+    """The variables converge.yml deployed with, its source directory as a path."""
+    task = yaml.safe_load((SCENARIO / "converge.yml").read_text())[0]["tasks"][0]
+    return {name: value.replace("{{ playbook_dir }}", str(SCENARIO)) if isinstance(value, str) else value
+            for name, value in task["vars"].items()}
+
+
+def deploy(*args, **extra_vars):
+    """playbooks/deploy.yml on the scenario's host with converge's variables: (exit status, output, changed)."""
+    # Molecule reaches the container as root, with no sudo to become through.
+    variables = {**converge_vars(), "ansible_become": False, **extra_vars}
+    result = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "deploy.yml"),
+         "-e", json.dumps(variables), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+    recap = re.search(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout, re.M)
+    changed = int(recap.group(1)) if recap else None
+    return result.returncode, result.stdout, changed
+
+
+@pytest.mark.parametrize("tag", documented_tags())
+def test_a_tag_alone_succeeds_runs_its_step_and_changes_nothing(tag):
+    rc, output, changed = deploy("--tags", tag)
+    assert rc == 0, output
+    assert f"{ROLE_TASK}Refuse settings that cannot work]" in output, output
+    assert f"{ROLE_TASK}{RAN[tag]}]" in output, output
+    assert changed == 0, output
+
+
+def test_configure_alone_stops_when_the_inputs_name_a_release_not_built(host, app_name):
+    config = host.file(f"/etc/{app_name}/gunicorn_config.py").sha256sum
+    # Another uvicorn-worker version names another release, which no run has built on the host.
+    rc, output, changed = deploy("--tags", "asgi_app_configure", asgi_app_uvicorn_worker_version="0.3.0")
+    assert rc != 0, output
+    assert f"{ROLE_TASK}Check that the release is built and checked]" in output, output
+    assert "is not built on" in output and "--tags asgi_app_release" in output, output
+    assert changed == 0, output
+    assert host.file(f"/etc/{app_name}/gunicorn_config.py").sha256sum == config
+
+
+def test_release_alone_stops_on_a_host_the_app_was_never_installed_on(host):
+    rc, output, changed = deploy("--tags", "asgi_app_release", asgi_app_name="never-installed",
+                                 asgi_app_bind="127.0.0.1:8099")
+    assert rc != 0, output
+    assert f"{ROLE_TASK}Check that the application is installed on the host]" in output, output
+    assert "never-installed is not installed on" in output and "--tags asgi_app_install" in output, output
+    assert changed == 0, output
+    assert not host.file("/etc/never-installed").exists and not host.file("/opt/never-installed").exists
+
+
+def test_what_configure_alone_changes_goes_live_in_the_same_run(host, app_name, worker_pids):
+    def workers_now():
+        pid = host.check_output(f"systemctl show -p MainPID --value {app_name}.service")
+        return len(host.check_output(f"ps --ppid {pid} -o pid=").split())
+
+    before = len(worker_pids())
+    assert before > 1
+    try:
+        rc, output, changed = deploy("--tags", "asgi_app_configure", asgi_app_workers=before - 1)
+        assert rc == 0, output
+        assert "handover: changed: config" in output, output
+        assert changed > 0, output
+        # The service restarted onto the new config: its new master forks one worker fewer.
+        deadline = time.monotonic() + 15
+        while workers_now() != before - 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert workers_now() == before - 1
+    finally:
+        rc, output, _ = deploy("--tags", "asgi_app_configure")
+        assert rc == 0, output
