@@ -1,46 +1,22 @@
-"""Helpers for the fast tests: the role's Python and templates, without any host."""
+"""Fixtures of the fast tests: the role's Python and templates, and a gunicorn serving the example
+app, without any host. Plain helpers are in support.py; the probes in tools/probes/."""
 
-import contextlib
-import http.server
-import importlib.util
 import os
-import re
+import subprocess
 import sys
-import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
-from browser import stop_session  # noqa: F401 - the fast tests stop their gunicorns with it
+from probes import stop_session
+from support import REPO, ROLE, TWO_CPUS, WORKER_MODULE_DIR, free_port, load_module, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
-ROLE = REPO / "roles" / "asgi_app"
-# The role's gunicorn worker module, which it installs into each release's virtualenv: the
-# gunicorn_config.py the tests render imports it, in this process and in the gunicorns they start.
-WORKER_MODULE_DIR = ROLE / "files"
+# The role's worker module, importable here and in the gunicorns the tests start (see support.py).
 sys.path.insert(0, str(WORKER_MODULE_DIR))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER_MODULE_DIR), os.environ.get("PYTHONPATH")]))
 
-
-def load_module(name, path):
-    """A script of the repository's as a module; the scripts beside it can be imported, as when it runs."""
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def debian_releases_under_test():
-    """{release number: codename} of the Debian releases `make test` runs the scenarios on:
-    the Makefile's DEBIAN_RELEASES, named as tools/test-image.sh names them."""
-    makefile = (REPO / "Makefile").read_text()
-    releases = re.search(r"^DEBIAN_RELEASES := (.+)$", makefile, re.MULTILINE).group(1).split()
-    script = (REPO / "tools" / "test-image.sh").read_text()
-    codenames = dict(re.findall(r"^\s*(\d+)\) suite=(\w+) ;;", script, re.MULTILINE))
-    return {release: codenames[release] for release in releases}
+GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 
 @pytest.fixture(scope="session")
@@ -61,29 +37,49 @@ def render():
     return load_module("render_role", REPO / "tools" / "render_role.py").render
 
 
-class JsonHandler(http.server.BaseHTTPRequestHandler):
-    """A quiet keep-alive HTTP/1.1 handler; subclasses answer with send_json in do_GET."""
-    protocol_version = "HTTP/1.1"  # keep-alive unless the client closes
+@pytest.fixture
+def start_gunicorn(tmp_path, render):
+    """start_gunicorn(*extra_args) -> (base_url, process): a gunicorn master serving the example
+    app with two workers, the role's gunicorn_config.py, and its log in tmp_path/gunicorn.log."""
+    processes = []
 
-    def send_json(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def start(*extra_args: str):
+        port = free_port()
+        log = tmp_path / "gunicorn.log"
+        config = tmp_path / "gunicorn_config.py"
+        config.write_text(render("gunicorn_config.py.j2", TWO_CPUS, asgi_app_name="example",
+                                 asgi_app_module="example_app.main:app", asgi_app_src="examples/app"))
+        # The role's config, with what belongs to the host overridden on the command line; started
+        # in the app's directory as systemd would. --no-control-socket: gunicorn >= 24 otherwise
+        # creates ~/.gunicorn/gunicorn.ctl.
+        command = [str(GUNICORN), "--config", str(config), "-w", "2", "-b", f"127.0.0.1:{port}",
+                   "--worker-tmp-dir", str(tmp_path), "--no-control-socket", *extra_args]
+        with open(log, "w") as output:
+            # No __pycache__ in examples/app: the scenarios copy that directory onto their hosts.
+            process = subprocess.Popen(command, cwd=REPO / "examples" / "app", stdout=output,
+                                       stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                                       start_new_session=True)
+        processes.append(process)
+        base_url = f"http://127.0.0.1:{port}"
 
-    def log_message(self, *args):
-        pass
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                return httpx.get(base_url + "/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, 20, "/health")
+        return base_url, process
+
+    yield start
+    for process in processes:
+        stop_session(process)
 
 
-@contextlib.contextmanager
-def local_http_server(handler):
-    """Serve `handler` on a free port of 127.0.0.1 in a thread; yields the base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+@pytest.fixture
+def gunicorn(start_gunicorn):
+    """A gunicorn master serving the example app with two workers: (base_url, process)."""
+    return start_gunicorn()

@@ -23,7 +23,7 @@ from ansible_collections.asgi.gunicorn.plugins.filter import (
 from ansible_collections.asgi.gunicorn.plugins.module_utils import (
     asgi_app_source as app_source,
 )
-from conftest import REPO, ROLE
+from support import REPO, ROLE
 
 SCRIPT = REPO / "plugins" / "module_utils" / "asgi_app_source.py"
 FIXTURES = REPO / "tests" / "fixtures" / "app_source"

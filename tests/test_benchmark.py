@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, JsonHandler, load_module, local_http_server
+from support import REPO, JsonHandler, load_module, local_http_server
 
 bench = load_module("benchmark", REPO / "tools" / "benchmark.py")
 

@@ -1,5 +1,5 @@
 """The example app's page in headless Chromium, against a real gunicorn on 127.0.0.1 running the
-role's own gunicorn_config.py (see test_probes_load.py), and what the app learns about a client.
+role's own gunicorn_config.py (conftest.py's gunicorn fixture), and what the app learns about a client.
 
 A browser is the client the example's streams are for: its EventSource must see the SSE events
 one by one and its WebSocket must get the echo, with nothing in between but gunicorn and Uvicorn.
@@ -7,11 +7,10 @@ one by one and its WebSocket must get the echo, with nothing in between but guni
 
 import httpx
 
-from browser import browser_result
-from test_probes_load import gunicorn, start_gunicorn  # noqa: F401  (fixtures: a master with two workers)
+from probes import browser_result
 
 
-def test_the_page_in_a_browser(gunicorn):  # noqa: F811
+def test_the_page_in_a_browser(gunicorn):
     base_url, _ = gunicorn
     result = browser_result(base_url + "/", timeout=60)
     print(f"\nbrowser: {result}")
@@ -24,7 +23,7 @@ def test_the_page_in_a_browser(gunicorn):  # noqa: F811
     assert result["ws_echo"] == "echo: hello from the browser", result
 
 
-def test_client_as_the_app_sees_it(gunicorn):  # noqa: F811
+def test_client_as_the_app_sees_it(gunicorn):
     base_url, _ = gunicorn
     port = base_url.rpartition(":")[2]
     direct = httpx.get(base_url + "/client", timeout=10).json()

@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.asgi.gunicorn.plugins.module_utils import (
     asgi_app_source as app_source,
 )
-from conftest import REPO
+from support import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "app_source"
 SCRIPT = REPO / "plugins" / "module_utils" / "asgi_app_source.py"

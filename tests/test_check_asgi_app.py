@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, ROLE
+from support import REPO, ROLE
 
 FIXTURES = REPO / "tests" / "fixtures" / "asgi_apps"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO, ROLE
+from support import REPO, ROLE
 
 FILTERS = REPO / "plugins" / "filter"
 COLLECTION = "asgi.gunicorn"

@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-from conftest import REPO, ROLE, debian_releases_under_test, load_module
+from support import REPO, ROLE, debian_releases_under_test, load_module
 
 
 def test_defaults_and_argument_specs_agree():
@@ -50,12 +50,12 @@ def test_readme_variables_table_matches_the_specs():
         "README.md's variables table is out of date: run python tools/readme_variables.py --write")
 
 
-def test_reference_templates_match_the_role():
+def test_reference_files_match_the_role():
     module = load_module("render_role", REPO / "tools" / "render_role.py")
     for name, content in module.reference_files().items():
-        committed = REPO / "templates" / name
+        committed = REPO / "reference" / name
         assert committed.is_file() and committed.read_text() == content, (
-            f"templates/{name} drifted from the role: run python tools/render_role.py --write")
+            f"reference/{name} drifted from the role: run python tools/render_role.py --write")
 
 
 def test_meta_lists_exactly_the_debian_releases_under_test():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO, TWO_CPUS
+
 GUNICORN = Path(sys.executable).with_name("gunicorn")
-TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
 
 VARIANTS = {
     "defaults": {},

@@ -1,114 +1,31 @@
-"""The load probe (probes.run_load) against a real gunicorn on 127.0.0.1, with the role's own
-gunicorn_config.py (its Uvicorn worker subclass) serving the example app.
+"""The load probe (probes.run_load) against a real gunicorn on 127.0.0.1 (conftest.py's gunicorn
+fixture), with the role's own gunicorn_config.py (its Uvicorn worker subclass) serving the example app.
 
 No container and no systemd: what the probe counts, and that a graceful reload (SIGHUP) drops
 no request, closes WebSockets with 1012 and lets SSE streams end cleanly.
 """
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, JsonHandler, local_http_server, stop_session
 from probes import Watch, format_table, run_load
-
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def children(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (Linux /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
-def wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {seconds} s waiting for {what}")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def start_gunicorn(tmp_path, render):
-    """start_gunicorn(*extra_args) -> (base_url, process): a gunicorn master serving the example
-    app with two workers, the role's gunicorn_config.py, and its log in tmp_path/gunicorn.log."""
-    processes = []
-
-    def start(*extra_args: str):
-        port = free_port()
-        log = tmp_path / "gunicorn.log"
-        config = tmp_path / "gunicorn_config.py"
-        config.write_text(render("gunicorn_config.py.j2", TWO_CPUS, asgi_app_name="example",
-                                 asgi_app_module="example_app.main:app", asgi_app_src="examples/app"))
-        # The role's config, with what belongs to the host overridden on the command line; started
-        # in the app's directory as systemd would. --no-control-socket: gunicorn >= 24 otherwise
-        # creates ~/.gunicorn/gunicorn.ctl.
-        command = [str(GUNICORN), "--config", str(config), "-w", "2", "-b", f"127.0.0.1:{port}",
-                   "--worker-tmp-dir", str(tmp_path), "--no-control-socket", *extra_args]
-        with open(log, "w") as output:
-            # No __pycache__ in examples/app: the scenarios copy that directory onto their hosts.
-            process = subprocess.Popen(command, cwd=REPO / "examples" / "app", stdout=output,
-                                       stderr=subprocess.STDOUT,
-                                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-                                       start_new_session=True)
-        processes.append(process)
-        base_url = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                return httpx.get(base_url + "/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(answers, 20, "/health")
-        return base_url, process
-
-    yield start
-    for process in processes:
-        stop_session(process)
-
-
-@pytest.fixture
-def gunicorn(start_gunicorn):
-    """A gunicorn master serving the example app with two workers: (base_url, process)."""
-    return start_gunicorn()
+from support import REPO, JsonHandler, children, local_http_server, probes_cli, wait_for
 
 
 def test_load_without_an_event(gunicorn, tmp_path):
     """Through the command line, as an orchestrator runs it: one JSON object on stdout."""
     base_url, _ = gunicorn
     stop, ready = tmp_path / "stop", tmp_path / "ready"
-    command = [sys.executable, "tests/probes.py", "load", base_url, "--stop-file", str(stop),
-               "--ready-file", str(ready), "--min-requests", "200", "--concurrency", "20",
-               "--websockets", "2", "--sse", "1"]
-    load = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command, env = probes_cli("load", base_url, "--stop-file", str(stop), "--ready-file", str(ready),
+                              "--min-requests", "200", "--concurrency", "20", "--websockets", "2", "--sse", "1")
+    load = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: ready.exists() or load.poll() is not None, 15, "the ready file")
         stop.touch()
@@ -205,9 +122,8 @@ def test_format_table():
 def test_table_command(tmp_path):
     (tmp_path / "one.json").write_text(json.dumps(RECORDS[0]))
     (tmp_path / "two.json").write_text(json.dumps(RECORDS))
-    output = subprocess.run([sys.executable, "tests/probes.py", "table", str(tmp_path / "one.json"),
-                             str(tmp_path / "two.json")], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout
+    command, env = probes_cli("table", str(tmp_path / "one.json"), str(tmp_path / "two.json"))
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     assert output == format_table([RECORDS[0], *RECORDS]) + "\n"
 
 
@@ -260,12 +176,11 @@ def test_access_lines_are_batched_yet_none_is_lost(gunicorn, tmp_path):
 
 
 def test_hold_websockets(gunicorn):
-    """`probes.py hold`: opens, keeps and echoes on many WebSockets from one source address."""
+    """`python -m probes hold`: opens, keeps and echoes on many WebSockets from one source address."""
     base_url, _ = gunicorn
     url = base_url.replace("http", "ws", 1) + "/ws"
-    hold = subprocess.run([sys.executable, "tests/probes.py", "hold", url, "--count", "60",
-                           "--local-address", "127.0.0.2"], input="echo\necho\n", cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    command, env = probes_cli("hold", url, "--count", "60", "--local-address", "127.0.0.2")
+    hold = subprocess.run(command, input="echo\necho\n", env=env, capture_output=True, text=True, timeout=60)
     assert hold.returncode == 0, hold.stderr
     reports = [json.loads(line) for line in hold.stdout.splitlines()]
     assert len(reports) == 3  # once all are open, then once per "echo"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import REPO, load_module
+from support import REPO, load_module
 
 ROOT, CONFIG, SOCKETS = "/opt/shop", "/etc/shop", "/run/shop"
 # The app as a deploy leaves it, running, as host_resources.py reads it; and another of the role's apps.

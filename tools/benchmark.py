@@ -10,8 +10,8 @@ One run, on one machine, over loopback:
    gunicorn sync and gthread (serving the WSGI twin of the app), the role's deployment with
    uvicorn_worker.UvicornWorker and with gunicorn's native asgi worker, and bare uvicorn;
    each measurement is repeated and the median run reported;
-3. the role's deployment holds WebSockets, added a step at a time by `tests/probes.py hold`
-   processes, until one fails to echo or the step limit is reached;
+3. the role's deployment holds WebSockets, added a step at a time by `python -m probes hold`
+   processes (tools/probes/), until one fails to echo or the step limit is reached;
 4. the app, made slow to start, goes live under clients by the role's handover and by the
    alternatives to it (tools/benchmark_go_live.py);
 5. the results go to docs/benchmarks.md (the page Galaxy shows: the table, the targets) and to
@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import benchmark_go_live as go_live
+from probes import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "asgi-app-bench"
@@ -315,9 +316,10 @@ def hold_websockets(step: int, limit: int, unit: str) -> dict:
             number = len(processes)
             started = time.monotonic()
             process = subprocess.Popen(
-                [sys.executable, str(REPO / "tests" / "probes.py"), "hold", url, "--count", str(step),
+                [sys.executable, "-m", "probes", "hold", url, "--count", str(step),
                  "--local-address", f"127.0.0.{2 + number}"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=raise_open_files)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=raise_open_files,
+                env={**os.environ, "PYTHONPATH": str(REPO / "tools")})
             first = json.loads(process.stdout.readline() or "{}")
             processes.append(process)
             # Every connection held so far must still echo, not only the new ones.
@@ -381,7 +383,7 @@ def table(results: dict) -> str:
                          f"{run['rps']:,.0f}", share, f"{run['p50_ms']:,.1f}", f"{run['p99_ms']:,.1f}",
                          errors, f"{server['rss_mb']:.0f}"])
     ceiling_row = ", ".join(f"{int(c):,}: {v:,.0f} req/s" for c, v in ceiling.items())
-    return "\n".join([go_live.markdown_table(header, rows, numeric={3, 4, 5, 6, 7, 9}), "",
+    return "\n".join([markdown_table(header, rows, numeric={3, 4, 5, 6, 7, 9}), "",
                       f"Ceiling of the I/O rows by concurrency: {ceiling_row}."])
 
 

@@ -2,7 +2,7 @@
 
 The example app sleeps IMPORT_DELAY seconds at import (EXAMPLE_APP_IMPORT_DELAY), as an app with
 heavy imports, a model or a connection pool does. Under HTTP, WebSocket and SSE clients
-(tests/probes.py's load, as in the zero-downtime scenario), each way of replacing every worker
+(the probes' load, as in the zero-downtime scenario), each way of replacing every worker
 runs once, after a steady window under the same clients:
 
 - the role's handover (`systemctl start NAME-handover`, what a deploy, a rollback and an
@@ -28,9 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from probes import Watch  # noqa: E402  (tests/probes.py: the load clients of the scenarios)
+from probes import Watch, markdown_table
 
 IMPORT_DELAY = 4  # seconds; the issue's slow start
 STALL_SECONDS = 0.5  # a request slower than the steady p99 by more than this is a stall
@@ -309,19 +307,6 @@ def measure(run: Callable[..., str], deploy: Callable[[dict], object], wait_read
 
 def stalled(row: dict) -> bool:
     return row["slowest_s"] > row["steady_p99_s"] + STALL_SECONDS
-
-
-def markdown_table(header: list[str], rows: list[list[str]], numeric: set[int]) -> str:
-    """An aligned Markdown table; the columns in `numeric` are right-aligned (the benchmark's
-    tables, both of them)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in numeric else ("-" * (w + 2))
-                         for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
 def table(go_live: dict) -> str:

@@ -13,7 +13,7 @@ time ansible-playbook -i inventories/demo playbooks/deploy.yml
 
 echo
 echo "== What a client sees at http://127.0.0.1:$port"
-python tests/probes.py "http://127.0.0.1:$port"
+PYTHONPATH=tools python -m probes report "http://127.0.0.1:$port"
 echo
 echo "== What runs on $host"
 docker exec "$host" systemctl --no-pager --lines 0 status demo.socket | sed -n '1,3p;/Listen/p'

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render the role's templates as the role would, without a host.
 
-Used by the fast tests, and to write the reference files in templates/ for people who do not
+Used by the fast tests, and to write the reference files in reference/ for people who do not
 use Ansible: `python tools/render_role.py --write` renders them for the reference host below
 (4 CPUs, 8 GiB, the example app); tests/test_contract.py fails when they drift from the role.
 """
@@ -18,7 +18,7 @@ ROLE = REPO / "roles" / "asgi_app"
 REFERENCE_HOST = {"online_cpus": 4, "affinity_cpus": 4, "cpu_quota": None, "memory_mb": 8192}
 REFERENCE_VARS = {"asgi_app_name": "example", "asgi_app_module": "example_app.main:app",
                   "asgi_app_src": "examples/app"}
-# file name in templates/: (the role's template, the variables it is rendered with besides).
+# file name in reference/: (the role's template, the variables it is rendered with besides).
 REFERENCE_FILES = {"gunicorn_config.py": ("gunicorn_config.py.j2", {}),
                    "example.service": ("asgi_app.service.j2", {}),
                    "example-standby.service": ("asgi_app.service.j2", {"__asgi_app_standby": True}),
@@ -73,7 +73,7 @@ def render(template, resources, ansible_managed="Ansible managed", **overrides):
 
 
 def reference_files():
-    """{file name in templates/: content} for the reference host."""
+    """{file name in reference/: content} for the reference host."""
     note = ("Reference file rendered by tools/render_role.py from roles/asgi_app/templates\n"
             "for a host with 4 CPUs and 8 GiB serving examples/app; the role renders it for your host.")
     return {name: render(template, REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS, **extra)
@@ -83,7 +83,7 @@ def reference_files():
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tools/render_role.py --write")
-    (REPO / "templates").mkdir(exist_ok=True)
+    (REPO / "reference").mkdir(exist_ok=True)
     for name, content in reference_files().items():
-        (REPO / "templates" / name).write_text(content)
-        print(f"templates/{name}")
+        (REPO / "reference" / name).write_text(content)
+        print(f"reference/{name}")

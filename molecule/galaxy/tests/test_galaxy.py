@@ -29,7 +29,7 @@ RECORD_DIR = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "collection"
 # What a user runs and reads. Everything else in the repository develops and tests the collection.
 TOP_LEVEL = {"CHANGELOG.md", "FILES.json", "LICENSE", "MANIFEST.json", "README.md", "changelogs", "docs",
              "meta", "playbooks", "plugins", "roles"}
-NOT_SHIPPED = ["tests", "molecule", "tools", "inventories", "examples", "templates", "CONTRIBUTING.md",
+NOT_SHIPPED = ["tests", "molecule", "tools", "inventories", "examples", "reference", "CONTRIBUTING.md",
                "changelogs/fragments", "changelogs/.plugin-cache.yaml", ".venv", ".ansible", ".cache",
                ".github", ".ci", ".config", "Makefile", "requirements.txt", "requirements.yml", "pytest.ini",
                "ansible.cfg", ".ansible-lint", ".yamllint", "ruff.toml", ".gitignore", ".pytest_cache"]

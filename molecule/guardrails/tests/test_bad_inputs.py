@@ -4,14 +4,11 @@ variable, and the host is exactly as it was (files, unit, running process and it
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 import probes
-
-SCENARIO = Path(__file__).resolve().parent.parent
-NAME = "guard"
+from guardrails import NAME, SCENARIO, deploy
 
 # Each case: the extra vars, and what the message must contain (the variable, then the advice).
 CASES = {
@@ -48,15 +45,6 @@ CASES = {
     "unknown workload": ({"asgi_app_workload": "fast"}, ["asgi_app_workload", "io, mixed, cpu"]),
     "source directory missing": ({"asgi_app_src": "/nonexistent/app"}, ["asgi_app_src is '/nonexistent/app'"]),
 }
-
-
-def deploy(extra_vars, inventory=None):
-    """Run the scenario's deploy.yml with extra vars; returns (rc, combined output)."""
-    command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"],
-               str(SCENARIO / "deploy.yml"), "-e", json.dumps(extra_vars)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
-    return result.returncode, result.stdout + result.stderr
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import probes
-from test_bad_inputs import NAME, deploy
+from guardrails import NAME, deploy
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "app"
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import probes
-from test_bad_inputs import NAME, deploy
+from guardrails import NAME, deploy
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "app"

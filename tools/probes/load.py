@@ -1,16 +1,14 @@
-"""Probes that use a deployed ASGI app the way its clients do.
+"""Clients that keep a deployed app busy while something happens to it, and say what they saw.
 
-One library for every consumer: the Molecule scenarios' tests, the demo's report and the
-benchmarks. Each probe returns plain data (dataclasses) and asserts nothing; callers decide.
-Run as a script it prints a report: ``python tests/probes.py http://127.0.0.1:8000``;
-``python tests/probes.py load URL --stop-file F ...`` prints a LoadReport (see run_load) as JSON,
-``python tests/probes.py table REPORT.json ...`` prints such reports as a table, and
-``python tests/probes.py hold WS_URL --count N`` opens N WebSockets and keeps them (see hold_main).
+`run_load` keeps HTTP, WebSocket and SSE clients going until a stop file exists (the Molecule
+scenarios start it as `python -m probes load`, then deploy, reload or kill something) and returns
+a LoadReport; `Watch` runs it in a thread around a block of Python. `WebSocketHolder` and `hold`
+open WebSockets by the thousand and keep them (the benchmark starts `python -m probes hold`
+processes).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
@@ -23,138 +21,6 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 import websockets
-
-
-@dataclass
-class HttpResult:
-    status: int
-    body: dict | str
-    elapsed: float
-
-
-@dataclass
-class WebSocketResult:
-    handshake: bool
-    sent: list[str]
-    received: list[str]
-    close_code: int | None = None
-    error: str | None = None
-
-    @property
-    def echoed(self) -> bool:
-        return self.handshake and self.received == [f"echo: {m}" for m in self.sent]
-
-
-@dataclass
-class SseResult:
-    status: int
-    content_type: str
-    events: list[dict] = field(default_factory=list)  # each with data, id, event, arrived (s)
-
-    @property
-    def spread(self) -> float:
-        """Seconds between the first and the last event's arrival."""
-        return self.events[-1]["arrived"] - self.events[0]["arrived"] if self.events else 0.0
-
-    @property
-    def smallest_gap(self) -> float:
-        arrivals = [event["arrived"] for event in self.events]
-        return min((b - a for a, b in itertools.pairwise(arrivals)), default=0.0)
-
-
-@dataclass
-class LoadResult:
-    requests: int
-    concurrency: int
-    ok: int
-    failed: int
-    elapsed: float
-    errors: dict[str, int] = field(default_factory=dict)
-    pids: set[int] = field(default_factory=set)
-
-
-def http_get(url: str, timeout: float = 10.0) -> HttpResult:
-    started = time.monotonic()
-    response = httpx.get(url, timeout=timeout)
-    try:
-        body: dict | str = response.json()
-    except ValueError:
-        body = response.text
-    return HttpResult(response.status_code, body, time.monotonic() - started)
-
-
-def websocket_echo(url: str, messages: list[str], timeout: float = 10.0) -> WebSocketResult:
-    return asyncio.run(_websocket_echo(url, messages, timeout))
-
-
-async def _websocket_echo(url: str, messages: list[str], timeout: float) -> WebSocketResult:
-    result = WebSocketResult(handshake=False, sent=[], received=[])
-    try:
-        async with websockets.connect(url, open_timeout=timeout, close_timeout=timeout) as ws:
-            result.handshake = True
-            for message in messages:
-                await ws.send(message)
-                result.sent.append(message)
-                result.received.append(await asyncio.wait_for(ws.recv(), timeout))
-        result.close_code = ws.close_code
-    except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-    return result
-
-
-def sse_events(url: str, count: int, timeout: float = 30.0) -> SseResult:
-    """Read a text/event-stream event by event, noting when each event arrived."""
-    started = time.monotonic()
-    with httpx.stream("GET", url, timeout=timeout, headers={"Accept": "text/event-stream"}) as resp:
-        result = SseResult(resp.status_code, resp.headers.get("content-type", ""))
-        event: dict = {}
-        for line in resp.iter_lines():
-            if line:
-                name, _, value = line.partition(":")
-                event[name] = value.lstrip(" ")
-                continue
-            if event:
-                event["arrived"] = time.monotonic() - started
-                result.events.append(event)
-                event = {}
-                if len(result.events) >= count:
-                    break
-    return result
-
-
-def concurrent_get(url: str, requests: int, concurrency: int, timeout: float = 60.0) -> LoadResult:
-    return asyncio.run(_concurrent_get(url, requests, concurrency, timeout))
-
-
-async def _concurrent_get(url: str, requests: int, concurrency: int, timeout: float) -> LoadResult:
-    result = LoadResult(requests, concurrency, 0, 0, 0.0)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for number in range(requests):
-        queue.put_nowait(number)
-
-    async def client(session: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            queue.get_nowait()
-            try:
-                response = await session.get(url)
-                if response.status_code == 200:
-                    result.ok += 1
-                    pid = response.json().get("pid")
-                    if pid:
-                        result.pids.add(pid)
-                    continue
-                error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                error = type(exc).__name__
-            result.failed += 1
-            result.errors[error] = result.errors.get(error, 0) + 1
-
-    started = time.monotonic()
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as session:
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
-    result.elapsed = time.monotonic() - started
-    return result
 
 
 @dataclass
@@ -421,66 +287,6 @@ async def _run_load(base_url: str, stop_file: str, ready_file: str | None, min_r
     return result
 
 
-def _counts_cell(counts: dict, extra: dict | None = None) -> str:
-    items = [(key, n) for key, n in {**counts, **(extra or {})}.items() if n]
-    return ", ".join(f"{key} x{n}" for key, n in items) or "-"
-
-
-def format_table(records: list[dict]) -> str:
-    """One row per load report, with the keys an orchestrator adds: event, stop_seconds, sigkill.
-
-    The output is a Markdown table whose columns are also aligned as plain text.
-    """
-    header = ["event", "requests", "failed", "p99 (s)", "slowest (s)", "WS closes", "SSE ends", "stop (s)", "version"]
-    numeric = {"requests", "failed", "p99 (s)", "slowest (s)", "stop (s)"}
-    rows = []
-    for record in records:
-        stop = record.get("stop_seconds")
-        stop_cell = "-" if stop is None else f"{stop:.2f}"
-        if record.get("sigkill"):
-            stop_cell += f", SIGKILL x{record['sigkill']}"
-        first, last = record.get("first_version"), record.get("last_version")
-        rows.append([
-            str(record.get("event", "")),
-            str(record.get("requests", 0)),
-            str(record.get("failed", 0)),
-            f"{record.get('latency_p99', 0.0):.2f}",
-            f"{record.get('latency_max', 0.0):.2f}",
-            _counts_cell(record.get("ws_closes") or {}, {"reset": record.get("ws_resets", 0)}),
-            _counts_cell(record.get("sse_ends") or {}),
-            stop_cell,
-            (f"{first} -> {last}" if first and first != last else last) or "-",
-        ])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.rjust(width) if name in numeric and cells is not header
-                                 else cell.ljust(width)
-                                 for name, cell, width in zip(header, cells, widths, strict=True)) + " |"
-
-    separator = "|" + "|".join("-" * (w + 1) + ":" if name in numeric else "-" * (w + 2)
-                               for name, w in zip(header, widths, strict=True)) + "|"
-    return "\n".join([line(header), separator, *(line(row) for row in rows)])
-
-
-def report(base_url: str) -> dict:
-    """Every probe once, as the demo shows it."""
-    ws_url = base_url.replace("http", "ws", 1) + "/ws"
-    health = http_get(base_url + "/health")
-    ws = websocket_echo(ws_url, ["hello", "world"])
-    sse = sse_events(base_url + "/sse?count=5&interval=0.1", count=5)
-    load = concurrent_get(base_url + "/io?delay=0.5", requests=200, concurrency=200)
-    return {
-        "health": asdict(health),
-        "websocket": {**asdict(ws), "echoed": ws.echoed},
-        "sse": {"status": sse.status, "content_type": sse.content_type,
-                "arrivals": [round(e["arrived"], 3) for e in sse.events],
-                "smallest_gap": round(sse.smallest_gap, 3)},
-        "concurrency": {"requests": load.requests, "ok": load.ok, "failed": load.failed,
-                        "elapsed": round(load.elapsed, 3), "workers_seen": len(load.pids)},
-    }
-
-
 @dataclass
 class HoldReport:
     """WebSockets one process opened and holds, and how a round of echoes on all of them went."""
@@ -547,85 +353,12 @@ class WebSocketHolder:
         self.connections.clear()
 
 
-async def _hold(url: str, count: int, local_address: str | None, timeout: float) -> None:
-    """Open, echo, print a HoldReport; then one more echo round per "echo" line on stdin."""
+async def hold(url: str, count: int, local_address: str | None = None, timeout: float = 30.0) -> None:
+    """Open `count` WebSockets, echo on each and print a HoldReport as JSON; then one more echo
+    round (and report) per "echo" line on stdin; close them at EOF."""
     holder = WebSocketHolder(url, local_address, timeout)
     loop = asyncio.get_running_loop()
     print(json.dumps(asdict(await holder.echo_all(await holder.open(count)))), flush=True)
     while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "echo":
         print(json.dumps(asdict(await holder.echo_all())), flush=True)
     await holder.close()
-
-
-def hold_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="probes.py hold",
-        description="Open COUNT WebSockets and hold them: print a JSON HoldReport once all are open "
-                    "and have echoed, another after each 'echo' line on stdin; close them at EOF.")
-    parser.add_argument("url", help="for example ws://127.0.0.1:8000/ws")
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--local-address", help="loopback source address, e.g. 127.0.0.2")
-    parser.add_argument("--timeout", type=float, default=30.0)
-    args = parser.parse_args(argv)
-    asyncio.run(_hold(args.url, args.count, args.local_address, args.timeout))
-    return 0
-
-
-def load_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="probes.py load",
-        description="Keep clients busy during an event; print what they saw as one JSON object.")
-    parser.add_argument("base_url", help="for example http://127.0.0.1:8000")
-    parser.add_argument("--stop-file", required=True, help="stop once this file exists")
-    parser.add_argument("--ready-file", help="written once every client is connected")
-    parser.add_argument("--min-requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--websockets", type=int, default=4)
-    parser.add_argument("--sse", type=int, default=2)
-    parser.add_argument("--path", default="/health")
-    parser.add_argument("--timeout", type=float, default=60.0)
-    args = parser.parse_args(argv)
-    result = run_load(args.base_url, stop_file=args.stop_file, ready_file=args.ready_file,
-                      min_requests=args.min_requests, concurrency=args.concurrency,
-                      websockets=args.websockets, sse=args.sse, path=args.path, timeout=args.timeout)
-    print(json.dumps(result.to_dict()))
-    return 0
-
-
-def table_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="probes.py table",
-                                     description="Print load reports (JSON files) as one table.")
-    parser.add_argument("files", nargs="+", help="each a JSON object or a list of them")
-    args = parser.parse_args(argv)
-    records: list[dict] = []
-    for name in args.files:
-        with open(name) as handle:
-            data = json.load(handle)
-        records.extend(data if isinstance(data, list) else [data])
-    print(format_table(records))
-    return 0
-
-
-def main() -> int:
-    commands = {"load": load_main, "table": table_main, "hold": hold_main}
-    if len(sys.argv) > 1 and sys.argv[1] in commands:
-        return commands[sys.argv[1]](sys.argv[2:])
-    parser = argparse.ArgumentParser(description="Probe a deployed ASGI app.")
-    parser.add_argument("base_url", help="for example http://127.0.0.1:8000")
-    args = parser.parse_args()
-    result = report(args.base_url.rstrip("/"))
-    h, ws, sse, load = result["health"], result["websocket"], result["sse"], result["concurrency"]
-    print(f"HTTP      GET /health -> {h['status']} {json.dumps(h['body'])}")
-    print(f"WebSocket /ws handshake={'ok' if ws['handshake'] else 'FAILED'} "
-          f"sent={ws['sent']} received={ws['received']} {ws['error'] or ''}".rstrip())
-    print(f"SSE       /sse {sse['status']} {sse['content_type']}; events arrived at "
-          f"{sse['arrivals']} s (smallest gap {sse['smallest_gap']} s)")
-    print(f"I/O       {load['requests']} concurrent GET /io?delay=0.5 -> {load['ok']} ok, "
-          f"{load['failed']} failed in {load['elapsed']} s, served by {load['workers_seen']} worker pids")
-    healthy = (h["status"] == 200 and ws["echoed"] and len(sse["arrivals"]) == 5
-               and load["failed"] == 0)
-    return 0 if healthy else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,8 +2,8 @@
 
 The page (``GET /``) reads /sse with EventSource and echoes a message through /ws, and writes
 both results into its DOM. ``page_dom`` loads a URL and returns the DOM once the page reports
-both; ``browser_result`` turns that DOM into plain data. Run as a script it prints the result:
-``python tests/browser.py http://127.0.0.1:8000/``.
+both; ``browser_result`` turns that DOM into plain data. ``python -m probes browser
+http://127.0.0.1:8000/`` prints the result.
 
 Chromium is driven over the DevTools protocol rather than with ``--dump-dom``: virtual time
 (``--virtual-time-budget``) waits for pending fetches such as the SSE stream but not for
@@ -13,14 +13,12 @@ ends made it hang without any output.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from html.parser import HTMLParser
@@ -36,7 +34,7 @@ PAGE_DONE = "Boolean(document.body && document.body.dataset.sse && document.body
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        raise RuntimeError("chromium is not installed: apt-get install chromium (make setup does it)")
+        raise RuntimeError("chromium is not installed: apt-get install chromium (make chromium does it)")
     return path
 
 
@@ -184,19 +182,3 @@ def browser_result(url: str, *, timeout: float = 30) -> dict:
     result["elapsed"] = round(time.monotonic() - started, 3)
     return result
 
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url", help="the example app's page, e.g. http://127.0.0.1:8000/")
-    parser.add_argument("--timeout", type=float, default=30)
-    parser.add_argument("--dom", action="store_true", help="print the DOM instead of the result")
-    args = parser.parse_args()
-    if args.dom:
-        print(page_dom(args.url, timeout=args.timeout))
-    else:
-        print(json.dumps(browser_result(args.url, timeout=args.timeout), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
