@@ -2,6 +2,8 @@
 
 import pytest
 
+from support import REPO, TWO_CPUS, load_module
+
 GOOD = {
     "asgi_app_name": "shop-api", "asgi_app_module": "shop.main:app", "asgi_app_src": "/src/shop",
     "asgi_app_package": "", "src_is_directory": True, "asgi_app_environment": {"DB_URL": "x"},
@@ -84,13 +86,22 @@ BAD = {
     "port of another app": ({"apps": [{"name": "chat", "listen": "0.0.0.0:8000"}]},
                             "asgi_app_bind is '127.0.0.1:8000': chat listens on 0.0.0.0:8000",
                             "Give shop-api another port"),
+    "allow from a name": ({"asgi_app_bind": "0.0.0.0:8000", "asgi_app_allow_from": ["lb.example"]},
+                          "asgi_app_allow_from has 'lb.example'", "'10.0.1.0/24'"),
+    "allow from on a unix socket": ({"asgi_app_bind": "unix:/run/shop-api/gunicorn.sock",
+                                     "asgi_app_allow_from": ["10.0.0.5"]},
+                                    "asgi_app_allow_from is set, but asgi_app_bind is a unix socket",
+                                    "remove asgi_app_allow_from"),
+    "header bytes too few": ({"asgi_app_max_header_bytes": 512}, "asgi_app_max_header_bytes is 512",
+                             "at least 4096 bytes"),
+    "no header fields": ({"asgi_app_max_headers": 0}, "asgi_app_max_headers is 0", "at least 32"),
+    "no time for a request": ({"asgi_app_header_timeout": 0}, "asgi_app_header_timeout is 0",
+                              "at least 1 seconds"),
 }
 
 
 @pytest.fixture(scope="module")
 def inputs():
-    from conftest import REPO, load_module
-
     return load_module("asgi_app_inputs", REPO / "plugins" / "filter" / "asgi_app_inputs.py")
 
 
@@ -156,7 +167,28 @@ def test_deprecated_uvicorn_worker_is_accepted_with_a_warning(inputs):
     assert "set asgi_app_worker_class: uvicorn_worker.UvicornWorker" in result["warnings"][0]
 
 
-TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
+@pytest.mark.parametrize("bind, allow_from, proxy, warned", [
+    ("0.0.0.0:8000", [], False, "with no proxy in front"),
+    ("[::]:8000", [], True, "past the nginx in front of it"),
+    ("10.0.0.7:8000", [], False, "talks to gunicorn directly"),
+    ("0.0.0.0:8000", ["10.0.0.5", "10.0.1.0/24", "fd00::/8"], False, None),
+    ("0.0.0.0:8000", ["any"], False, None),
+    ("127.0.0.1:8000", [], False, None),
+    ("localhost:8000", [], False, None),
+    ("unix:/run/shop-api/gunicorn.sock", [], True, None),
+])
+def test_an_app_other_hosts_reach_is_said_to_be_exposed_unless_allow_from_says_who(inputs, bind, allow_from,
+                                                                                   proxy, warned):
+    result = inputs.check_inputs({**GOOD, "asgi_app_bind": bind, "asgi_app_allow_from": allow_from,
+                                  "asgi_app_proxy": proxy})
+    assert result["problems"] == []
+    exposed = [w for w in result["warnings"] if "asgi_app_allow_from is empty" in w]
+    if warned:
+        assert len(exposed) == 1 and warned in exposed[0] and "asgi_app_allow_from: [any]" in exposed[0]
+    else:
+        assert exposed == []
+
+
 
 
 @pytest.mark.parametrize("workers, kwargs, message", [

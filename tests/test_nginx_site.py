@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
+from support import TWO_CPUS
+
 APP = {"asgi_app_name": "shop-api", "asgi_app_module": "shop.main:app", "asgi_app_src": "examples/app",
        "asgi_app_proxy": True}
 
@@ -76,6 +77,15 @@ def test_unix_socket_behind_nginx_is_nginx_only_and_trusted(render):
     plain = {**unix, "asgi_app_proxy": False}
     assert "SocketGroup=shop-api" in render("asgi_app.socket.j2", TWO_CPUS, **plain)
     assert 'forwarded_allow_ips = "127.0.0.1"' in render("gunicorn_config.py.j2", TWO_CPUS, **plain)
+
+
+def test_a_tcp_socket_takes_connections_from_the_host_and_asgi_app_allow_from_alone(render):
+    tcp = {**APP, "asgi_app_bind": "0.0.0.0:8000", "asgi_app_proxy": False}
+    assert "IPAddress" not in render("asgi_app.socket.j2", TWO_CPUS, **tcp)
+    socket_unit = render("asgi_app.socket.j2", TWO_CPUS, **tcp, asgi_app_allow_from=["10.0.0.5", "10.0.1.0/24"])
+    assert re.findall(r"^IPAddress\w+=.*$", socket_unit, re.MULTILINE) == [
+        "IPAddressDeny=any", "IPAddressAllow=127.0.0.1 ::1 10.0.0.5 10.0.1.0/24"]
+    assert "IPAddress" not in render("asgi_app.socket.j2", TWO_CPUS, **tcp, asgi_app_allow_from=["any"])
 
 
 def test_static_files_are_served_by_nginx_from_the_release_or_the_state_directory(site):

@@ -12,15 +12,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, WORKER_MODULE_DIR, load_module, stop_session
+from probes import stop_session, websocket_echo
+from support import REPO, TWO_CPUS, WORKER_MODULE_DIR, free_port, load_module
 
-TWO_CPUS = {"online_cpus": 2, "affinity_cpus": 2, "cpu_quota": None, "memory_mb": 8192}
 FIXTURES = REPO / "tests" / "fixtures" / "worker_apps"
 # The versions the role accepts at the oldest (plugins/filter/asgi_app_inputs.py FLOORS); the
 # pinned ones are this checkout's .venv (requirements.txt pins the role's defaults).
@@ -56,12 +57,6 @@ def versions(python: Path) -> str:
     return subprocess.run([str(python), "-c", "import gunicorn, uvicorn; from importlib.metadata import version; "
                            "print(gunicorn.__version__, uvicorn.__version__, version('uvicorn-worker'))"],
                           capture_output=True, text=True, check=True).stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Notifications:
@@ -179,6 +174,186 @@ def test_streams_learn_that_their_worker_stops_and_access_lines_are_kept(serve, 
         not os.listdir(tmp_path / "runtime" / "workers-ready")
 
 
+def test_a_worker_that_replaces_one_after_max_requests_shares_the_preloaded_app(serve, tmp_path, python):
+    """The master freezes what it imported (on_starting): neither the first workers nor those that
+    replace them after max_requests walk the app's objects in their garbage collector, which would
+    copy the app's memory into each of them."""
+    (tmp_path / "open").touch()
+    base_url, process, notifications, log = serve(
+        "gated:app", {"GATED_APP_OPEN": str(tmp_path / "open")}, asgi_app_max_requests=5,
+        asgi_app_max_requests_jitter=1)
+    notifications.read(3)
+    assert notifications.first("READY=1"), log.read_text()
+    answers = []
+    for _ in range(40):  # a connection each; Uvicorn looks at its count every 0.1 s
+        answers.append(httpx.get(base_url + "/frozen", timeout=2).json())
+        time.sleep(0.03)
+    pids = {answer["pid"] for answer in answers}
+    print(f"\n{versions(python)}: {len(answers)} answers from {len(pids)} workers, "
+          f"{answers[-1]['freeze_count']} objects frozen")
+    assert len(pids) > 2, f"no worker was replaced: {answers}\n{log.read_text()}"
+    assert all(answer["frozen"] for answer in answers), answers
+
+
+def raw_request(base_url: str, head: bytes, *, body: bytes = b"", timeout: float = 10) -> tuple[str, float]:
+    """Send `head` (and `body`) on a connection of its own; (the status line or what the server
+    did instead, seconds until then). A server that refuses may close while the rest is sent."""
+    host, port = base_url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        try:
+            for offset in range(0, len(head + body), 65536):
+                sock.sendall((head + body)[offset:offset + 65536])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            answer = sock.recv(4096)
+        except ConnectionResetError:
+            return "reset", time.monotonic() - started
+    return (answer.split(b"\r\n", 1)[0].decode() if answer else "closed"), time.monotonic() - started
+
+
+def test_request_heads_beyond_the_limits_are_refused_and_the_worker_keeps_serving(serve, tmp_path, python):
+    """The role's limits on a request's head (asgi_app_max_header_bytes, asgi_app_max_headers):
+    a 1 MB header and 10,000 header fields get 431; a body of any size is not part of the head."""
+    (tmp_path / "open").touch()
+    base_url, process, notifications, log = serve("gated:app", {"GATED_APP_OPEN": str(tmp_path / "open")})
+    notifications.read(3)
+    assert notifications.first("READY=1"), log.read_text()
+    start = b"GET /health HTTP/1.1\r\nHost: localhost\r\n"
+    huge_header, _ = raw_request(base_url, start + b"X-Big: " + b"a" * 1_000_000 + b"\r\n\r\n")
+    many_fields, _ = raw_request(base_url, start + b"".join(b"X-%d: 1\r\n" % n for n in range(10_000)) + b"\r\n")
+    just_under, _ = raw_request(base_url, start + b"".join(b"X-%d: 1\r\n" % n for n in range(90)) + b"\r\n")
+    posted, _ = raw_request(base_url, b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 300000\r\n\r\n",
+                            body=b"b" * 300_000)
+    # Behind a request on the same connection (pipelined), the next one's head is limited too.
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            sock.sendall(start + b"\r\n" + start + b"X-Big: " + b"a" * 1_000_000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answers = b""
+        try:
+            while data := sock.recv(65536):
+                answers += data
+        except ConnectionResetError:
+            pass
+    pipelined = [line.decode() for line in answers.split(b"\r\n") if line.startswith(b"HTTP/1.1")]
+    print(f"\n{versions(python)}: 1 MB header: {huge_header}; 10,000 fields: {many_fields}; "
+          f"90 fields: {just_under}; 300 kB body: {posted}; pipelined: {pipelined}")
+    assert pipelined[0] == "HTTP/1.1 200 OK" and pipelined[1:] in ([], ["HTTP/1.1 431 Request Header Fields Too Large"])
+    assert huge_header in ("HTTP/1.1 431 Request Header Fields Too Large", "reset"), huge_header
+    assert many_fields == "HTTP/1.1 431 Request Header Fields Too Large", many_fields
+    assert just_under == "HTTP/1.1 200 OK" and posted == "HTTP/1.1 200 OK"
+    text = log.read_text()
+    assert "Refused a request with 431: a request line and headers of more than 65536 bytes" in text
+    assert "Refused a request with 431: more than 100 header fields" in text
+    assert httpx.get(base_url + "/health", timeout=2).status_code == 200
+
+
+def test_a_client_that_takes_too_long_to_send_its_request_is_closed(serve, tmp_path, python):
+    """asgi_app_header_timeout: a connection that sends nothing is closed, one that sends its
+    head a byte at a time gets 408, both after the timeout; a kept-alive connection after a
+    response, and a WebSocket, are not cut by it."""
+    (tmp_path / "open").touch()
+    base_url, process, notifications, log = serve("gated:app", {"GATED_APP_OPEN": str(tmp_path / "open")},
+                                                  asgi_app_header_timeout=2, asgi_app_keepalive=4)
+    notifications.read(3)
+    assert notifications.first("READY=1"), log.read_text()
+    host, port = base_url.removeprefix("http://").split(":")
+
+    def until_closed(trickle: bytes = b"") -> tuple[bytes, float]:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.settimeout(0.5)
+            started, answer = time.monotonic(), b""
+            for byte in (trickle or b"\0" * 40):
+                if trickle:
+                    try:
+                        sock.sendall(bytes([byte]))
+                    except (BrokenPipeError, ConnectionResetError):
+                        break
+                try:
+                    data = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                except ConnectionResetError:  # closed while a byte was on its way
+                    break
+                answer += data
+                if not data:
+                    break
+            return answer, time.monotonic() - started
+
+    silent, silent_s = until_closed()
+    slow, slow_s = until_closed(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 60)
+    def response(sock) -> bytes:  # the gated app's answers are chunked
+        answer = b""
+        while not answer.endswith(b"\r\n0\r\n\r\n") and (data := sock.recv(4096)):
+            answer += data
+        return answer
+
+    with socket.create_connection((host, int(port)), timeout=10) as sock:  # kept alive after a response
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        first = response(sock)
+        time.sleep(3)  # past the head timeout, within the keep-alive
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        second = response(sock)
+    echo = websocket_echo(base_url.replace("http", "ws", 1) + "/ws", ["one"])
+    time.sleep(3)
+    echoed_later = websocket_echo(base_url.replace("http", "ws", 1) + "/ws", ["two"])
+    slow_status = slow.split(b"\r\n", 1)[0]
+    print(f"\n{versions(python)}: silent connection closed after {silent_s:.1f} s; a byte every 0.5 s: "
+          f"{slow_status!r} after {slow_s:.1f} s")
+    assert silent == b"" and 1.8 <= silent_s <= 3.5, (silent, silent_s)
+    assert slow.startswith(b"HTTP/1.1 408 Request Timeout") and 1.8 <= slow_s <= 3.5, (slow, slow_s)
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200"), (first, second)
+    assert echo.echoed and echoed_later.echoed, (echo, echoed_later)
+
+
+def test_clients_sending_endless_headers_leave_the_others_served(serve, tmp_path, python):
+    """8 clients that send one header without end, as fast as they can: each is refused at the
+    limit and tries again, while a client making a request every 0.05 s (slowed by the 8, which
+    share its process) is answered, and the workers do not grow."""
+    (tmp_path / "open").touch()
+    base_url, process, notifications, log = serve("gated:app", {"GATED_APP_OPEN": str(tmp_path / "open")})
+    notifications.read(3)
+    assert notifications.first("READY=1"), log.read_text()
+    host, port = base_url.removeprefix("http://").split(":")
+    stop, refused = threading.Event(), []
+
+    def endless_header():
+        while not stop.is_set():
+            try:
+                with socket.create_connection((host, int(port)), timeout=2) as sock:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Endless: ")
+                    while not stop.is_set():
+                        sock.sendall(b"a" * 16384)
+            except OSError:
+                refused.append(1)
+
+    attackers = [threading.Thread(target=endless_header) for _ in range(8)]
+    for thread in attackers:
+        thread.start()
+    answered = failed = 0
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        try:
+            answered += httpx.get(base_url + "/health", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            failed += 1
+        time.sleep(0.05)
+    stop.set()
+    for thread in attackers:
+        thread.join(5)
+    workers = subprocess.run(["ps", "-o", "rss=", "--ppid", str(process.pid)], capture_output=True, text=True)
+    rss_mb = max(int(line) for line in workers.stdout.split()) / 1024
+    print(f"\n{versions(python)}: {answered} of {answered + failed} requests answered while 8 clients sent "
+          f"endless headers ({len(refused)} of their connections refused); largest worker {rss_mb:.0f} MB")
+    assert answered / (answered + failed) >= 0.99 and answered >= 20
+    assert len(refused) > 8
+    assert rss_mb < 150
+
+
 def test_the_internals_it_overrides_are_there(python):
     """What asgi_app_worker reaches into, by name, in each version."""
     check = """
@@ -199,6 +374,10 @@ assert hasattr(AutoHTTPProtocol, "data_received") or callable(AutoHTTPProtocol)
 assert hasattr(UvicornWorker, "_install_sigquit_handler") and hasattr(UvicornWorker, "_serve")
 assert "loop" in UvicornWorker.CONFIG_KWARGS
 assert Arbiter.WORKER_BOOT_ERROR == 3
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+assert {"on_message_begin", "on_header", "on_headers_complete", "on_response_complete", "send_400_response",
+        "timeout_keep_alive"} <= set(dir(HttpToolsProtocol)) | set(HttpToolsProtocol.__init__.__code__.co_names)
+assert "pipeline" in HttpToolsProtocol.__init__.__code__.co_names
 assert "cfg.on_starting" in inspect.getsource(Arbiter.start) and "sd_notify" in inspect.getsource(Arbiter.start)
 assert inspect.getsource(Arbiter.start).index("on_starting") < inspect.getsource(Arbiter.start).index("sd_notify")
 """

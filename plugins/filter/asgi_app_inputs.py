@@ -8,6 +8,7 @@ the names and directories it removes, so only those are checked then.
 """
 
 import ast
+import ipaddress
 import re
 
 from ansible.utils.display import Display
@@ -111,6 +112,52 @@ def check_bind(bind, socket_dir, problems):
         return None
     health_host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
     return {"host": host, "port": port, "unix_socket": "", "health_host": health_host}
+
+
+# What systemd's IPAddressAllow= takes besides addresses and prefixes (systemd.resource-control(5)).
+ALLOW_KEYWORDS = {"any", "localhost", "link-local", "multicast"}
+
+
+def check_allow_from(allowed, bind, proxy, problems, warnings):
+    """asgi_app_allow_from: the addresses that may connect to the app's TCP socket (systemd's
+    IPAddressAllow= on the socket unit). Empty on an address other hosts reach: a warning that
+    says what that exposes."""
+    allowed = allowed or []
+    if not isinstance(allowed, list):
+        problems.append(f"asgi_app_allow_from is {allowed!r}: give a list of addresses or prefixes, "
+                        "for example ['10.0.0.5', '10.0.1.0/24'].")
+        return
+    for entry in allowed:
+        try:
+            ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            if str(entry) not in ALLOW_KEYWORDS:
+                problems.append(
+                    f"asgi_app_allow_from has '{entry}': not an IP address or prefix (such as "
+                    f"'10.0.0.5' or '10.0.1.0/24'), nor one of {', '.join(sorted(ALLOW_KEYWORDS))}.")
+    if not bind or bind["unix_socket"]:
+        if allowed and bind:
+            problems.append(
+                "asgi_app_allow_from is set, but asgi_app_bind is a unix socket, which no other host "
+                "reaches and file permissions guard: remove asgi_app_allow_from.")
+        return
+    host = bind["host"].strip("[]")
+    loopback = host == "localhost" or (host not in WILDCARD_HOSTS and _is_loopback(host))
+    if not allowed and not loopback:
+        past = " past the nginx in front of it (asgi_app_proxy)" if proxy else ", with no proxy in front"
+        warnings.append(
+            f"asgi_app_bind is '{bind['host']}:{bind['port']}' and asgi_app_allow_from is empty: anyone who "
+            f"reaches this host on port {bind['port']} talks to gunicorn directly{past}. Set "
+            "asgi_app_allow_from to the addresses that may connect (the load balancers), bind to "
+            "127.0.0.1 or a unix socket behind asgi_app_proxy, or set asgi_app_allow_from: [any] to say "
+            "the app is meant to be public.")
+
+
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_bind_is_free(text, bind, name, apps, problems):
@@ -256,6 +303,22 @@ def check_source_findings(findings, source, strict, problems, warnings):
                             "(set asgi_app_source_check_strict: true to refuse such code)")
 
 
+# The least each limit on a request's head may be: below them ordinary clients are refused
+# (a browser's request with its cookies takes several KiB and a few dozen header fields).
+REQUEST_HEAD_FLOORS = {
+    "asgi_app_max_header_bytes": (4096, "bytes: a browser's request with its cookies takes several KiB"),
+    "asgi_app_max_headers": (32, "header fields: browsers and proxies send a few dozen"),
+    "asgi_app_header_timeout": (1, "seconds: a client needs time to send its request over a slow network"),
+}
+
+
+def check_request_head_limits(settings, problems):
+    for variable, (floor, why) in REQUEST_HEAD_FLOORS.items():
+        value = settings.get(variable, floor)
+        if not isinstance(value, int) or value < floor:
+            problems.append(f"{variable} is {value!r}: use at least {floor} {why}.")
+
+
 def check_inputs(settings):
     """settings: the role's public variables, the runtime directory (socket_dir) and the role's
     apps on the host (apps, from host_resources.py), as a dict."""
@@ -304,6 +367,7 @@ def check_inputs(settings):
                 f"asgi_app_environment has the key '{key}': environment variable names are "
                 "letters, digits and underscores, not starting with a digit.")
     check_writable_paths(settings, problems)
+    check_request_head_limits(settings, problems)
     check_proxy_static(settings.get("asgi_app_proxy_static"), problems)
     release_commands = check_release_commands(settings.get("asgi_app_release_commands"),
                                               settings.get("asgi_app_release_commands_once", True), problems)
@@ -311,6 +375,7 @@ def check_inputs(settings):
                                 settings.get("asgi_app_gunicorn_version"), problems, warnings)
     bind = check_bind(settings.get("asgi_app_bind"), settings["socket_dir"], problems)
     check_bind_is_free(settings.get("asgi_app_bind"), bind, name, settings.get("apps") or [], problems)
+    check_allow_from(settings.get("asgi_app_allow_from"), bind, settings.get("asgi_app_proxy"), problems, warnings)
     check_source_findings(settings.get("source_findings") or [], settings.get("source") or "",
                           bool(settings.get("asgi_app_source_check_strict")), problems, warnings)
     for warning in warnings:

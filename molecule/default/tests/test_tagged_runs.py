@@ -112,6 +112,13 @@ def test_what_configure_alone_changes_goes_live_in_the_same_run(host, app_name, 
         while workers_now() != before - 1 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert workers_now() == before - 1
+        # What went live reports the open files it got, as the host's /proc says, and warns when
+        # the host allows fewer than asgi_app_limit_nofile (the test hosts cap them at 20,000).
+        pid = host.check_output(f"systemctl show -p MainPID --value {app_name}.service")
+        got = int(host.check_output(f"grep '^Max open files' /proc/{pid}/limits").split()[3])
+        said = " ".join(output.split())  # the YAML callback folds long messages
+        assert re.search(rf"{'WARNING. ' if got < 65536 else ''}{app_name} on \S+ runs with at most {got} open files",
+                         said), output
     finally:
         rc, output, _ = deploy("--tags", "asgi_app_configure")
         assert rc == 0, output

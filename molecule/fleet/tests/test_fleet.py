@@ -9,7 +9,6 @@ import httpx
 import pytest
 import testinfra
 
-import browser
 import probes
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -71,7 +70,23 @@ def test_the_app_sees_the_clients_address_and_scheme(app_url, lb):
 
 
 def test_a_browser_gets_sse_and_websocket_data_through_nginx(app_url):
-    result = browser.browser_result(app_url + "/")
+    result = probes.browser_result(app_url + "/")
     print(f"\nheadless Chromium through nginx: {result}")
     assert result["sse_events"] == 5
     assert result["ws_echo"] == "echo: hello from the browser"
+
+
+def test_an_app_host_accepts_connections_from_the_load_balancer_alone(lb):
+    """asgi_app_allow_from: [the load balancer]: another host of the network, here the other app
+    host, gets no connection to the app (its packets are dropped); the load balancer and the app
+    host itself (the role's health check) do."""
+    connect = ("python3 -c \"import socket; socket.create_connection(('{target}', 8000), timeout=3).close(); "
+               "print('connected')\"")
+    other = target(APP_HOSTS[1])
+    refused = other.run(connect.format(target=APP_HOSTS[0]))
+    assert refused.rc != 0 and "timed out" in refused.stderr, (refused.rc, refused.stdout, refused.stderr)
+    assert lb.check_output(connect.format(target=APP_HOSTS[0])) == "connected"
+    itself = target(APP_HOSTS[0])
+    assert itself.check_output(connect.format(target="127.0.0.1")) == "connected"
+    socket_unit = itself.file("/etc/systemd/system/fleet.socket").content_string
+    assert "IPAddressDeny=any" in socket_unit and "IPAddressAllow=127.0.0.1 ::1 172.30.57.10" in socket_unit

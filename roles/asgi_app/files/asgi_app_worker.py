@@ -18,6 +18,9 @@ to the Uvicorn worker what a deploy without a stall needs:
   ASGI state's ``asgi_app_shutdown`` (an ``asyncio.Event``) is set for streams to end themselves;
   idle and not-yet-read connections get half a second to deliver a request, answered with
   ``Connection: close``; WebSockets get 1012 from Uvicorn.
+- **Limits on a request's head**: its size, its header fields, and the time a client may take to
+  send it (Uvicorn has none), so that a worker exposed without nginx holds against slow and
+  endless headers.
 - **Access lines in batches**, so that writing them does not cost as much CPU as the requests.
 - **Workers that share the preloaded app**: the master freezes what it imported (``gc.freeze``),
   so that replacing a worker (``max_requests``) does not copy the app's memory into it.
@@ -167,7 +170,8 @@ async def call_health(app, path, host, state, timeout=5.0):
 # --- The Uvicorn server, protocol and worker ---------------------------------------------------
 
 def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_graceful_shutdown,
-                         health_path="/health", health_host="localhost", uvicorn_options=None):
+                         health_path="/health", health_host="localhost", uvicorn_options=None,
+                         max_header_bytes=65536, max_headers=100, header_timeout=10.0):
     """The worker class for gunicorn_config.py's ``worker_class``: `base` (a UvicornWorker, as a
     dotted path) with this module's server and protocol, and these Uvicorn settings."""
     from uvicorn import Server
@@ -238,7 +242,7 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
                 await asyncio.sleep(0.01)
             await super().shutdown(sockets=sockets)
 
-    class _HTTPProtocol(AutoHTTPProtocol):
+    class _HTTPProtocol(request_head_limits(AutoHTTPProtocol, max_header_bytes, max_headers, header_timeout)):
         def data_received(self, data):
             super().data_received(data)
             # A request that arrives once the worker is stopping is answered "Connection: close".
@@ -252,6 +256,8 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
             **base_class.CONFIG_KWARGS,
             "http": _HTTPProtocol,
             "timeout_graceful_shutdown": timeout_graceful_shutdown,
+            # The same limit on a request's head when Uvicorn parses with h11 (without httptools).
+            "h11_max_incomplete_event_size": max_header_bytes,
             **(uvicorn_options or {}),
         }
 
@@ -270,6 +276,139 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
     _Server.worker = None
     UvicornWorker.__qualname__ = UvicornWorker.__name__ = f"UvicornWorker({base})"
     return UvicornWorker
+
+
+# --- Limits on a request's head ----------------------------------------------------------------
+
+class RequestHeadRefused(Exception):
+    """Raised from a parser callback: uvicorn answers its parser's errors with a 400, which
+    send_400_response turns into this status."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+
+
+REFUSALS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def request_head_limits(protocol_class, max_bytes, max_headers, timeout):
+    """`protocol_class` (uvicorn's httptools protocol) with limits on what a client may send before
+    its request's headers are complete, which Uvicorn does not have: at most `max_bytes` of request
+    line and headers and `max_headers` header fields (431), and `timeout` seconds from the moment
+    the worker waits for a request (a new connection, or the end of the previous response) until
+    its headers are in (the connection is closed; a request begun gets 408; after a response, at
+    least as long as Uvicorn keeps an idle connection open). Without them one
+    endless header grows a worker without bound, and connections that send nothing, or a byte now
+    and then, are kept until the worker's open files run out.
+
+    (uvicorn internals: HttpToolsProtocol's parser callbacks on_message_begin, on_header and
+    on_headers_complete, on_response_complete, send_400_response, cycle and pipeline.) Without
+    httptools Uvicorn parses with h11, whose h11_max_incomplete_event_size limits the bytes.
+    """
+    if not hasattr(protocol_class, "on_headers_complete"):
+        return protocol_class
+    log = logging.getLogger("uvicorn.error")
+
+    class RequestHeadLimits(protocol_class):
+        head_bytes = head_fields = 0
+        head_timer = refused = None
+        # The last bytes of the previous chunk, to find a head's end that spans two.
+        head_tail = b""
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.wait_for_head(timeout)
+
+        def connection_lost(self, exc):
+            self.head_done()
+            super().connection_lost(exc)
+
+        def wait_for_head(self, seconds):
+            self.head_bytes = self.head_fields = 0
+            self.head_tail = b""
+            self.head_done()
+            self.head_timer = self.loop.call_later(seconds, self.head_timed_out)
+
+        def head_done(self):
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+        def data_received(self, data):
+            if self.head_timer is not None:
+                # Count the bytes up to the end of the head only: a body may come in the same read.
+                seen = self.head_tail + data
+                end = seen.find(b"\r\n\r\n")
+                head = len(data) if end < 0 else max(0, end + 4 - len(self.head_tail))
+                self.head_tail = seen[-3:]
+                if self.head_bytes + head > max_bytes:
+                    self.refuse(431, f"a request line and headers of more than {max_bytes} bytes")
+                    return
+                self.head_bytes += head
+            super().data_received(data)
+
+        def on_message_begin(self):
+            super().on_message_begin()
+            if self.head_timer is None:  # a request pipelined behind one that is being answered
+                self.wait_for_head(timeout)
+
+        def on_header(self, name, value):
+            self.head_fields += 1
+            if self.head_fields > max_headers:
+                raise RequestHeadRefused(431, f"more than {max_headers} header fields")
+            super().on_header(name, value)
+
+        def on_headers_complete(self):
+            self.head_done()
+            super().on_headers_complete()
+
+        def on_response_complete(self):
+            answered = self.cycle
+            super().on_response_complete()
+            # Waiting for the next request, unless one was in already (pipelined): on a kept-alive
+            # connection at least as long as Uvicorn keeps it open idle.
+            if not self.transport.is_closing() and self.cycle is answered and not self.pipeline:
+                self.wait_for_head(max(timeout, self.timeout_keep_alive))
+
+        def head_timed_out(self):
+            self.head_timer = None
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return
+            if self.head_bytes:
+                self.refuse(408, f"no complete request head within {timeout:g} s")
+            else:
+                self.transport.close()
+
+        def send_400_response(self, msg):
+            error = self.parser_error()
+            if isinstance(error, RequestHeadRefused):
+                self.refuse(error.status, str(error))
+            else:
+                super().send_400_response(msg)
+
+        def parser_error(self):
+            # Called in uvicorn's `except HttpParserError`: httptools raises HttpParserCallbackError
+            # from the exception a callback raised.
+            error = sys.exc_info()[1]
+            return error and (error.__cause__ or error.__context__)
+
+        def refuse(self, status, reason):
+            self.head_done()
+            if self.transport.is_closing():
+                return
+            client = "%s:%d - " % self.client if self.client else ""
+            log.warning("%sRefused a request with %d: %s", client, status, reason)
+            body = f"{REFUSALS[status].decode()}: {reason}\n".encode()
+            self.transport.write(b"".join([
+                b"HTTP/1.1 %d %s\r\n" % (status, REFUSALS[status]),
+                *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: %d\r\n" % len(body),
+                b"connection: close\r\n\r\n", body]))
+            self.transport.close()
+
+    return RequestHeadLimits
 
 
 # --- Access lines in batches -------------------------------------------------------------------
