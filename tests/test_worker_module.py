@@ -375,8 +375,8 @@ assert hasattr(UvicornWorker, "_install_sigquit_handler") and hasattr(UvicornWor
 assert "loop" in UvicornWorker.CONFIG_KWARGS
 assert Arbiter.WORKER_BOOT_ERROR == 3
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-assert {"on_message_begin", "on_header", "on_headers_complete", "on_response_complete", "send_400_response",
-        "timeout_keep_alive"} <= set(dir(HttpToolsProtocol)) | set(HttpToolsProtocol.__init__.__code__.co_names)
+assert {"data_received", "on_message_begin", "on_headers_complete", "on_response_complete", "timeout_keep_alive",
+        "loop", "client"} <= set(dir(HttpToolsProtocol)) | set(HttpToolsProtocol.__init__.__code__.co_names)
 assert "pipeline" in HttpToolsProtocol.__init__.__code__.co_names
 assert "cfg.on_starting" in inspect.getsource(Arbiter.start) and "sd_notify" in inspect.getsource(Arbiter.start)
 assert inspect.getsource(Arbiter.start).index("on_starting") < inspect.getsource(Arbiter.start).index("sd_notify")

@@ -196,6 +196,9 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
 
                 self.lifespan.startup = startup_then_health
             await super().startup(sockets=sockets)
+            if self.started and limits:
+                self.head_sweeper = asyncio.create_task(
+                    sweep_request_heads(self.server_state.connections, min(1.0, header_timeout / 2)))
             if self.started and self.worker is not None:
                 mark_ready(self.worker.cfg, os.getpid())
 
@@ -241,9 +244,26 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
                     break
                 await asyncio.sleep(0.01)
             await super().shutdown(sockets=sockets)
+            if self.head_sweeper is not None:
+                self.head_sweeper.cancel()
 
-    class _HTTPProtocol(request_head_limits(AutoHTTPProtocol, max_header_bytes, max_headers, header_timeout)):
+    limits = hasattr(AutoHTTPProtocol, "on_headers_complete")  # httptools, not h11
+
+    class _HTTPProtocol(*([RequestHeadLimits] if limits else []), AutoHTTPProtocol):
+        head_max_bytes, head_max_lines, head_timeout = max_header_bytes, max_headers + 2, header_timeout
+        head_deadline = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if limits:
+                self.wait_for_head()
+
         def data_received(self, data):
+            if self.head_deadline is not None:  # part of a request's head (RequestHeadLimits)
+                size, lines = self.head_bytes + len(data), self.head_lines + data.count(b"\n")
+                if (size > max_header_bytes or lines > max_headers + 2) and not self.within_head_limits(data):
+                    return
+                self.head_bytes, self.head_lines = size, lines
             super().data_received(data)
             # A request that arrives once the worker is stopping is answered "Connection: close".
             cycle = self.cycle
@@ -273,142 +293,112 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
             if not server.started:
                 sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
-    _Server.worker = None
+    _Server.worker = _Server.head_sweeper = None
     UvicornWorker.__qualname__ = UvicornWorker.__name__ = f"UvicornWorker({base})"
     return UvicornWorker
 
 
 # --- Limits on a request's head ----------------------------------------------------------------
 
-class RequestHeadRefused(Exception):
-    """Raised from a parser callback: uvicorn answers its parser's errors with a 400, which
-    send_400_response turns into this status."""
-
-    def __init__(self, status, reason):
-        super().__init__(reason)
-        self.status = status
-
-
 REFUSALS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+# A connection's head_deadline while it waits for its next request after a response: the next
+# sweep gives it its deadline (no clock read on a request's path).
+WAITING = float("inf")
 
 
-def request_head_limits(protocol_class, max_bytes, max_headers, timeout):
-    """`protocol_class` (uvicorn's httptools protocol) with limits on what a client may send before
-    its request's headers are complete, which Uvicorn does not have: at most `max_bytes` of request
-    line and headers and `max_headers` header fields (431), and `timeout` seconds from the moment
-    the worker waits for a request (a new connection, or the end of the previous response) until
-    its headers are in (the connection is closed; a request begun gets 408; after a response, at
-    least as long as Uvicorn keeps an idle connection open). Without them one
+class RequestHeadLimits:
+    """Limits on what a client may send before its request's headers are complete, for uvicorn's
+    httptools protocol (which has none): at most `head_max_bytes` of request line and headers and
+    `head_max_lines` lines (431), and `head_timeout` seconds from the moment the worker waits for
+    a request (a new connection, the first byte of a request pipelined behind another, or after a
+    response, then at least as long as Uvicorn keeps an idle connection open) until its headers
+    are in: the connection is closed then, with a 408 if a request had begun. Without them one
     endless header grows a worker without bound, and connections that send nothing, or a byte now
     and then, are kept until the worker's open files run out.
 
-    (uvicorn internals: HttpToolsProtocol's parser callbacks on_message_begin, on_header and
-    on_headers_complete, on_response_complete, send_400_response, cycle and pipeline.) Without
-    httptools Uvicorn parses with h11, whose h11_max_incomplete_event_size limits the bytes.
+    Cheap on every request: the protocol's data_received counts a read's bytes and lines (in C)
+    and calls `within_head_limits` only past a limit, and a deadline is a number `sweep_request_heads` looks at once a
+    second, not a timer per request. (uvicorn internals: HttpToolsProtocol's on_message_begin,
+    on_headers_complete, on_response_complete, loop, client, cycle, timeout_keep_alive, and the
+    server state's connections.) Without httptools Uvicorn parses with h11, which calls none of
+    these; its h11_max_incomplete_event_size limits the bytes.
     """
-    if not hasattr(protocol_class, "on_headers_complete"):
-        return protocol_class
-    log = logging.getLogger("uvicorn.error")
 
-    class RequestHeadLimits(protocol_class):
-        head_bytes = head_fields = 0
-        head_timer = refused = None
-        # The last bytes of the previous chunk, to find a head's end that spans two.
-        head_tail = b""
+    # The limits (the worker class sets them); lines: the request line, the headers, the empty line.
+    head_max_bytes, head_max_lines, head_timeout = 65536, 102, 10.0
+    # When the head being waited for must be in (loop time); None once it is.
+    head_deadline = None
+    head_bytes = head_lines = 0
 
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            self.wait_for_head(timeout)
+    def wait_for_head(self):
+        self.head_deadline = self.loop.time() + self.head_timeout
 
-        def connection_lost(self, exc):
-            self.head_done()
-            super().connection_lost(exc)
+    def within_head_limits(self, data):
+        """Whether `data`, a read that takes the head over a limit counted whole, does so up to the
+        head's end (its body may come in the same read); if it does, the request is refused."""
+        end = data.find(b"\r\n\r\n")
+        head = data if end < 0 else data[:end + 4]
+        size, lines = self.head_bytes + len(head), self.head_lines + head.count(b"\n")
+        if size > self.head_max_bytes:
+            self.refuse(431, f"a request line and headers of more than {self.head_max_bytes} bytes")
+            return False
+        if lines > self.head_max_lines:
+            self.refuse(431, f"more than {self.head_max_lines - 2} header fields")
+            return False
+        return True
 
-        def wait_for_head(self, seconds):
-            self.head_bytes = self.head_fields = 0
-            self.head_tail = b""
-            self.head_done()
-            self.head_timer = self.loop.call_later(seconds, self.head_timed_out)
+    def on_message_begin(self):
+        super().on_message_begin()
+        if self.head_deadline is None:  # a request pipelined behind one being answered
+            self.wait_for_head()
 
-        def head_done(self):
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-                self.head_timer = None
+    def on_headers_complete(self):
+        self.head_deadline, self.head_bytes, self.head_lines = None, 0, 0
+        super().on_headers_complete()
 
-        def data_received(self, data):
-            if self.head_timer is not None:
-                # Count the bytes up to the end of the head only: a body may come in the same read.
-                seen = self.head_tail + data
-                end = seen.find(b"\r\n\r\n")
-                head = len(data) if end < 0 else max(0, end + 4 - len(self.head_tail))
-                self.head_tail = seen[-3:]
-                if self.head_bytes + head > max_bytes:
-                    self.refuse(431, f"a request line and headers of more than {max_bytes} bytes")
-                    return
-                self.head_bytes += head
-            super().data_received(data)
+    def on_response_complete(self):
+        super().on_response_complete()
+        if self.cycle.response_complete:  # no request pipelined behind it: waiting for the next
+            self.head_deadline = WAITING
 
-        def on_message_begin(self):
-            super().on_message_begin()
-            if self.head_timer is None:  # a request pipelined behind one that is being answered
-                self.wait_for_head(timeout)
-
-        def on_header(self, name, value):
-            self.head_fields += 1
-            if self.head_fields > max_headers:
-                raise RequestHeadRefused(431, f"more than {max_headers} header fields")
-            super().on_header(name, value)
-
-        def on_headers_complete(self):
-            self.head_done()
-            super().on_headers_complete()
-
-        def on_response_complete(self):
-            answered = self.cycle
-            super().on_response_complete()
-            # Waiting for the next request, unless one was in already (pipelined): on a kept-alive
-            # connection at least as long as Uvicorn keeps it open idle.
-            if not self.transport.is_closing() and self.cycle is answered and not self.pipeline:
-                self.wait_for_head(max(timeout, self.timeout_keep_alive))
-
-        def head_timed_out(self):
-            self.head_timer = None
-            if self.transport.is_closing() or self.transport.get_protocol() is not self:
-                return
-            if self.head_bytes:
-                self.refuse(408, f"no complete request head within {timeout:g} s")
-            else:
-                self.transport.close()
-
-        def send_400_response(self, msg):
-            error = self.parser_error()
-            if isinstance(error, RequestHeadRefused):
-                self.refuse(error.status, str(error))
-            else:
-                super().send_400_response(msg)
-
-        def parser_error(self):
-            # Called in uvicorn's `except HttpParserError`: httptools raises HttpParserCallbackError
-            # from the exception a callback raised.
-            error = sys.exc_info()[1]
-            return error and (error.__cause__ or error.__context__)
-
-        def refuse(self, status, reason):
-            self.head_done()
-            if self.transport.is_closing():
-                return
-            client = "%s:%d - " % self.client if self.client else ""
-            log.warning("%sRefused a request with %d: %s", client, status, reason)
-            body = f"{REFUSALS[status].decode()}: {reason}\n".encode()
-            self.transport.write(b"".join([
-                b"HTTP/1.1 %d %s\r\n" % (status, REFUSALS[status]),
-                *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
-                b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: %d\r\n" % len(body),
-                b"connection: close\r\n\r\n", body]))
+    def head_timed_out(self):
+        self.head_deadline = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return
+        if self.head_bytes:
+            self.refuse(408, f"no complete request head within {self.head_timeout:g} s")
+        else:
             self.transport.close()
 
-    return RequestHeadLimits
+    def refuse(self, status, reason):
+        self.head_deadline = None
+        if self.transport.is_closing():
+            return
+        client = "%s:%d - " % self.client if self.client else ""
+        logging.getLogger("uvicorn.error").warning("%sRefused a request with %d: %s", client, status, reason)
+        body = f"{REFUSALS[status].decode()}: {reason}\n".encode()
+        self.transport.write(b"".join([
+            b"HTTP/1.1 %d %s\r\n" % (status, REFUSALS[status]),
+            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n", body]))
+        self.transport.close()
+
+
+async def sweep_request_heads(connections, every=1.0):
+    """Once every `every` seconds: give the connections that wait for a request after a response
+    their deadline, and close those whose request head is late (RequestHeadLimits.head_deadline)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        now = loop.time()
+        for connection in list(connections):
+            deadline = getattr(connection, "head_deadline", None)
+            if deadline is WAITING:
+                connection.head_deadline = now + max(connection.head_timeout, connection.timeout_keep_alive)
+            elif deadline is not None and deadline <= now:
+                connection.head_timed_out()
 
 
 # --- Access lines in batches -------------------------------------------------------------------
