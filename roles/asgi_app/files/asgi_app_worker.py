@@ -248,9 +248,10 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
                 self.head_sweeper.cancel()
 
     limits = hasattr(AutoHTTPProtocol, "on_headers_complete")  # httptools, not h11
+    max_lines = max_headers + 2  # the request line, the headers, the empty line
 
     class _HTTPProtocol(*([RequestHeadLimits] if limits else []), AutoHTTPProtocol):
-        head_max_bytes, head_max_lines, head_timeout = max_header_bytes, max_headers + 2, header_timeout
+        head_max_bytes, head_max_lines, head_timeout = max_header_bytes, max_lines, header_timeout
         head_deadline = None
 
         def connection_made(self, transport):
@@ -261,7 +262,7 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
         def data_received(self, data):
             if self.head_deadline is not None:  # part of a request's head (RequestHeadLimits)
                 size, lines = self.head_bytes + len(data), self.head_lines + data.count(b"\n")
-                if (size > max_header_bytes or lines > max_headers + 2) and not self.within_head_limits(data):
+                if (size > max_header_bytes or lines > max_lines) and not self.within_head_limits(data):
                     return
                 self.head_bytes, self.head_lines = size, lines
             super().data_received(data)
@@ -317,11 +318,11 @@ class RequestHeadLimits:
     and then, are kept until the worker's open files run out.
 
     Cheap on every request: the protocol's data_received counts a read's bytes and lines (in C)
-    and calls `within_head_limits` only past a limit, and a deadline is a number `sweep_request_heads` looks at once a
-    second, not a timer per request. (uvicorn internals: HttpToolsProtocol's on_message_begin,
-    on_headers_complete, on_response_complete, loop, client, cycle, timeout_keep_alive, and the
-    server state's connections.) Without httptools Uvicorn parses with h11, which calls none of
-    these; its h11_max_incomplete_event_size limits the bytes.
+    and calls `within_head_limits` only past a limit, and a deadline is a number that
+    `sweep_request_heads` looks at once a second, not a timer per request. (uvicorn internals:
+    HttpToolsProtocol's on_message_begin, on_headers_complete, on_response_complete, loop, client,
+    cycle, timeout_keep_alive, and the server state's connections.) Without httptools Uvicorn
+    parses with h11, which calls none of these; its h11_max_incomplete_event_size limits the bytes.
     """
 
     # The limits (the worker class sets them); lines: the request line, the headers, the empty line.
@@ -395,7 +396,7 @@ async def sweep_request_heads(connections, every=1.0):
         now = loop.time()
         for connection in list(connections):
             deadline = getattr(connection, "head_deadline", None)
-            if deadline is WAITING:
+            if deadline == WAITING:
                 connection.head_deadline = now + max(connection.head_timeout, connection.timeout_keep_alive)
             elif deadline is not None and deadline <= now:
                 connection.head_timed_out()
