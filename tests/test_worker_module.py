@@ -175,13 +175,16 @@ def test_streams_learn_that_their_worker_stops_and_access_lines_are_kept(serve, 
 
 
 def test_a_worker_that_replaces_one_after_max_requests_shares_the_preloaded_app(serve, tmp_path, python):
-    """The master freezes what it imported (on_starting): neither the first workers nor those that
-    replace them after max_requests walk the app's objects in their garbage collector, which would
-    copy the app's memory into each of them."""
+    """The master imports what Uvicorn's workers import and freezes what it holds (on_starting):
+    neither the first workers nor those that replace them after max_requests import anything or
+    walk the app's objects in their garbage collector, which would copy the app's memory into each
+    of them; and a worker that ends runs the app's atexit functions but not the interpreter's
+    teardown, which would write to every object once more."""
     (tmp_path / "open").touch()
+    exits = tmp_path / "exits"
     base_url, process, notifications, log = serve(
-        "gated:app", {"GATED_APP_OPEN": str(tmp_path / "open")}, asgi_app_max_requests=5,
-        asgi_app_max_requests_jitter=1)
+        "gated:app", {"GATED_APP_OPEN": str(tmp_path / "open"), "GATED_APP_EXITS": str(exits)},
+        asgi_app_max_requests=5, asgi_app_max_requests_jitter=1)
     notifications.read(3)
     assert notifications.first("READY=1"), log.read_text()
     answers = []
@@ -193,6 +196,11 @@ def test_a_worker_that_replaces_one_after_max_requests_shares_the_preloaded_app(
           f"{answers[-1]['freeze_count']} objects frozen")
     assert len(pids) > 2, f"no worker was replaced: {answers}\n{log.read_text()}"
     assert all(answer["frozen"] for answer in answers), answers
+    assert not [answer["imported_after_fork"] for answer in answers if answer["imported_after_fork"]], answers
+    ended = {pid for pid in pids if f"Worker exiting (pid: {pid})" in log.read_text()}
+    lines = exits.read_text().split("\n")
+    assert ended and all(f"atexit {pid}" in lines for pid in ended), (ended, lines)
+    assert not [pid for pid in ended if f"teardown {pid}" in lines], (ended, lines)
 
 
 def raw_request(base_url: str, head: bytes, *, body: bytes = b"", timeout: float = 10) -> tuple[str, float]:
@@ -380,6 +388,10 @@ assert {"data_received", "on_message_begin", "on_headers_complete", "on_response
 assert "pipeline" in HttpToolsProtocol.__init__.__code__.co_names
 assert "cfg.on_starting" in inspect.getsource(Arbiter.start) and "sd_notify" in inspect.getsource(Arbiter.start)
 assert inspect.getsource(Arbiter.start).index("on_starting") < inspect.getsource(Arbiter.start).index("sd_notify")
+spawn = inspect.getsource(Arbiter.spawn_worker)  # worker_exit runs in a finally after sys.exit(0)
+assert spawn.index("sys.exit(0)") < spawn.index("finally:") < spawn.index("cfg.worker_exit(self, worker)")
+assert "self.log = " in inspect.getsource(Arbiter.setup)
+assert "CONFIG_KWARGS" in inspect.getsource(UvicornWorker.__init__)
 """
     result = subprocess.run([str(python), "-c", check], capture_output=True, text=True)
     assert result.returncode == 0, f"{versions(python)}: {result.stderr}"
