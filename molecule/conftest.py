@@ -39,7 +39,8 @@ for line in open(f"/proc/{pid}/cgroup"):
                 if cpu_max and not cpu_max.startswith("max"):
                     quota, period = cpu_max.split()
                     quotas.append(int(quota) / int(period))
-                mem_max = read(f"{base}{directory}/memory.max")
+                # The service's own limit (MemoryMax=) is the role's doing, not what the host gives.
+                mem_max = read(f"{base}{directory}/memory.max") if directory != path else None
                 if mem_max and mem_max != "max":
                     limits.append(int(mem_max))
         if "cpu" in controllers.split(","):
@@ -49,7 +50,7 @@ for line in open(f"/proc/{pid}/cgroup"):
                 quotas.append(int(quota) / int(period))
         if "memory" in controllers.split(","):
             limit = read(f"/sys/fs/cgroup/{controllers}{directory}/memory.limit_in_bytes")
-            if limit and int(limit) < 1 << 60:
+            if limit and int(limit) < 1 << 60 and directory != path:
                 limits.append(int(limit))
 print(json.dumps({"online": os.cpu_count(), "affinity": len(os.sched_getaffinity(pid)),
                   "quota": min(quotas) if quotas else None, "memory_mb": min(limits) // 2**20}))

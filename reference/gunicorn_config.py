@@ -51,6 +51,8 @@ worker_class = asgi_app_worker.uvicorn_worker_class(
 on_starting = asgi_app_worker.on_starting
 child_exit = asgi_app_worker.child_exit
 worker_exit = asgi_app_worker.worker_exit
+# Past the service's MemoryMax the kernel kills a worker, never the master.
+post_fork = asgi_app_worker.post_fork
 # Heartbeat files and readiness marks on tmpfs, never on a disk that can stall: the runtime
 # directory of the unit that runs gunicorn (example.service or example-standby.service).
 runtime_directory = os.environ.get("RUNTIME_DIRECTORY", "/run/example/gunicorn")

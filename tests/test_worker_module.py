@@ -201,6 +201,10 @@ def test_a_worker_that_replaces_one_after_max_requests_shares_the_preloaded_app(
     lines = exits.read_text().split("\n")
     assert ended and all(f"atexit {pid}" in lines for pid in ended), (ended, lines)
     assert not [pid for pid in ended if f"teardown {pid}" in lines], (ended, lines)
+    # Past the service's MemoryMax the kernel kills a worker, not the master: each asks to go first.
+    worker = httpx.get(base_url + "/frozen", timeout=2).json()["pid"]
+    adjustment = {pid: int(Path(f"/proc/{pid}/oom_score_adj").read_text()) for pid in (process.pid, worker)}
+    assert adjustment[worker] >= adjustment[process.pid] + 500, adjustment
 
 
 def raw_request(base_url: str, head: bytes, *, body: bytes = b"", timeout: float = 10) -> tuple[str, float]:

@@ -137,3 +137,33 @@ def test_other_apps_taking_everything_leave_one_worker(sizing):
     facts = {**resources(online=2, memory_mb=1024), "apps": [app("chat", 20)]}
     plan = sizing.worker_plan(facts, workload="mixed", app_name="shop")
     assert (plan["workers"], plan["memory_budget_mb"]) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "memory_mb, limits, expected",
+    [
+        (1024, {}, (819, 737)),                                      # the budget, 90 % of it
+        (1024, {"memory_budget_mb": 600}, (600, 540)),
+        (1024, {"memory_max_mb": 2000}, (2000, 1800)),
+        (1024, {"memory_max_mb": 2000, "memory_high_mb": 1500}, (2000, 1500)),
+        (1024, {"memory_max_mb": 0}, (None, None)),                  # 0: no limit
+        (1024, {"memory_high_mb": 0}, (819, None)),
+    ],
+)
+def test_the_service_is_capped_at_its_memory_budget(sizing, memory_mb, limits, expected):
+    plan = sizing.worker_plan(resources(online=8, memory_mb=memory_mb), **limits)
+    assert (plan["memory_max_mb"], plan["memory_high_mb"]) == expected
+    assert not plan["problems"]
+    assert ("no MemoryMax" if expected[0] is None else f"MemoryMax {expected[0]} MB") in plan["memory_rule"]
+
+
+@pytest.mark.parametrize(
+    "limits, names",
+    [
+        ({"workers": 4, "memory_max_mb": 500}, ["asgi_app_memory_max_mb is 500", "at least 600"]),
+        ({"memory_max_mb": 3000, "memory_high_mb": 3500}, ["asgi_app_memory_high_mb is 3500", "below the hard"]),
+    ],
+)
+def test_memory_limits_that_starve_the_workers_are_refused(sizing, limits, names):
+    problems = sizing.worker_plan(resources(online=8, memory_mb=4096), **limits)["problems"]
+    assert len(problems) == 1 and all(name in problems[0] for name in names), problems

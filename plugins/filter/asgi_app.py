@@ -45,7 +45,8 @@ def effective_cpus(resources):
 
 
 def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
-                memory_budget_mb=None, memory_share=0.8, allow_extra_workers=False, app_name=None):
+                memory_budget_mb=None, memory_share=0.8, allow_extra_workers=False, app_name=None,
+                memory_max_mb=None, memory_high_mb=None):
     """How many workers to run, and a sentence saying why.
 
     The CPU rule gives ``cores + 1`` (io) or ``2 x cores + 1`` (mixed, cpu). The memory budget
@@ -55,7 +56,8 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
     apps deployed one after the other do not each count on the same memory. An explicit
     ``workers`` wins and is reported as such; the plan's ``problems`` say why it cannot work when
     it is not positive, when its memory estimate does not fit, or when it is above
-    2 x cores + 1 without ``allow_extra_workers``.
+    2 x cores + 1 without ``allow_extra_workers``. The service's memory limits come with it
+    (memory_limits).
     """
     if workload not in WORKER_RULES:
         raise AnsibleFilterError(
@@ -110,8 +112,12 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
                         f"> {overlap_mb} MB): a new release goes live by a plain restart, and clients wait "
                         "while the app starts. Lower asgi_app_workers or asgi_app_worker_memory_mb (if the "
                         "workers take less), or raise asgi_app_memory_budget_mb, to go live without a stall")
+    limits = memory_limits(count, int(worker_memory_mb), int(memory_budget_mb), memory_max_mb, memory_high_mb)
     return {
         "workers": count,
+        "memory_max_mb": limits["max"],
+        "memory_high_mb": limits["high"],
+        "memory_rule": limits["rule"],
         "standby_workers": standby,
         "standby_rule": standby_rule,
         "cores": cores,
@@ -120,8 +126,44 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
         "memory_budget_mb": int(memory_budget_mb),
         "cpus": cpu_text,
         "rule": rule,
-        "problems": problems,
+        "problems": problems + limits["problems"],
     }
+
+
+def memory_limits(workers, worker_memory_mb, budget_mb, memory_max_mb=None, memory_high_mb=None):
+    """The service's MemoryMax and MemoryHigh, in MB (None: no limit), and a sentence saying why.
+
+    Unless given, the hard limit is the memory budget the workers were counted from, so that one
+    abusive client, or a leak, cannot take the host's memory: past it the kernel kills the
+    largest process of the service (a worker: they ask to go first, asgi_app_worker.post_fork)
+    and gunicorn replaces it, while the others serve on. Above the soft limit, 90 % of the hard
+    one unless given, the kernel reclaims the service's memory before it takes more. 0 sets no
+    limit. ``problems`` says when an explicit limit leaves the workers less than they need.
+    """
+    problems = []
+    need = workers * worker_memory_mb
+    if memory_max_mb is None:
+        top, rule = budget_mb, f"MemoryMax {budget_mb} MB, the memory budget"
+    elif int(memory_max_mb) == 0:
+        top, rule = None, "no MemoryMax (asgi_app_memory_max_mb is 0)"
+    else:
+        top, rule = int(memory_max_mb), f"MemoryMax {int(memory_max_mb)} MB, set by asgi_app_memory_max_mb"
+        if top < need:
+            problems.append(
+                f"asgi_app_memory_max_mb is {top}: the {workers} workers need about {need} MB "
+                f"({workers} x asgi_app_worker_memory_mb {worker_memory_mb}), so the kernel would kill them "
+                f"in turn. Set it to at least {need}, 0 for no limit, or leave it unset for the memory budget.")
+    if memory_high_mb is None:
+        high = None if top is None else top * 9 // 10
+    else:
+        high = int(memory_high_mb) or None
+        if high is not None and top is not None and high > top:
+            problems.append(
+                f"asgi_app_memory_high_mb is {high}, above asgi_app_memory_max_mb's {top} MB: the soft limit "
+                "must be below the hard one. Lower it, or leave it unset for 90 % of the hard limit.")
+    if high is not None:
+        rule += f", MemoryHigh {high} MB"
+    return {"max": top, "high": high, "rule": rule, "problems": problems}
 
 
 def _explicit_worker_problems(count, cores, cpu_text, worker_memory_mb, memory_budget_mb, budget_text,

@@ -4,19 +4,13 @@ tagged run that needs what an earlier step makes (the app installed, the release
 built) stops before any change when the host lacks it, and what a configure run changes goes live
 in that same run."""
 
-import json
-import os
 import re
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-SCENARIO = Path(__file__).resolve().parents[1]
-REPO = SCENARIO.parents[1]
-ROLE_TASK = "TASK [asgi.gunicorn.asgi_app : "
+from deploys import REPO, ROLE_TASK, deploy
 
 
 def documented_tags():
@@ -42,27 +36,6 @@ RAN = {
     "asgi_app_verify": "Check that the health path answered 200 in time",
     "asgi_app_proxy": "Put nginx in front of the app",
 }
-
-
-def converge_vars():
-    """The variables converge.yml deployed with, its source directory as a path."""
-    task = yaml.safe_load((SCENARIO / "converge.yml").read_text())[0]["tasks"][0]
-    return {name: value.replace("{{ playbook_dir }}", str(SCENARIO)) if isinstance(value, str) else value
-            for name, value in task["vars"].items()}
-
-
-def deploy(*args, **extra_vars):
-    """playbooks/deploy.yml on the scenario's host with converge's variables: (exit status, output, changed)."""
-    # Molecule reaches the container as root, with no sudo to become through.
-    variables = {**converge_vars(), "ansible_become": False, **extra_vars}
-    result = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "deploy.yml"),
-         "-e", json.dumps(variables), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
-    recap = re.search(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout, re.M)
-    changed = int(recap.group(1)) if recap else None
-    return result.returncode, result.stdout, changed
 
 
 @pytest.mark.parametrize("tag", documented_tags())

@@ -26,6 +26,8 @@ to the Uvicorn worker what a deploy without a stall needs:
   worker's Uvicorn would import and freezes what it holds (``gc.freeze``), so that a new worker
   neither imports nor copies the app's memory; a worker that ends cleanly skips the interpreter's
   teardown, which would write to every object it inherited.
+- **Workers go before the master** when the service passes its memory limit: each raises its own
+  OOM score, so the kernel kills a worker, which gunicorn replaces, not the master and all of them.
 
 It overrides a few internals of uvicorn, uvicorn-worker and gunicorn (named where they are used);
 tests/test_worker_module.py runs it against the pinned versions and the oldest the role accepts,
@@ -112,6 +114,25 @@ def freeze_shared_objects():
     are never collected, which for what an app builds at import is what happens anyway.
     """
     gc.freeze()
+
+
+def post_fork(server, worker):
+    """gunicorn hook (worker, just forked): be the one the kernel kills when the service passes
+    its memory limit (MemoryMax), not the master, which would take every worker with it. A
+    worker killed so is replaced by the master like any that exits; the others serve on."""
+    prefer_to_be_killed_first()
+
+
+def prefer_to_be_killed_first(raise_by=500, path="/proc/self/oom_score_adj"):
+    """Raise this process's OOM score adjustment (any process may raise its own) by `raise_by`."""
+    try:
+        with open(path, "r+") as adjustment:
+            raised = min(1000, int(adjustment.read()) + raise_by)
+            adjustment.seek(0)
+            adjustment.write(str(raised))
+    except OSError:  # not Linux, or a /proc this process may not write to
+        return False
+    return True
 
 
 def child_exit(server, worker):
