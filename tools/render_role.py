@@ -24,7 +24,10 @@ REFERENCE_FILES = {"gunicorn_config.py": ("gunicorn_config.py.j2", {}),
                    "example-standby.service": ("asgi_app.service.j2", {"__asgi_app_standby": True}),
                    "example-handover.service": ("asgi_app.handover.service.j2", {}),
                    "example.socket": ("asgi_app.socket.j2", {}),
-                   "example.nginx.conf": ("asgi_app.nginx.conf.j2", {})}
+                   "example.nginx.conf": ("asgi_app.nginx.conf.j2", {}),
+                   # /etc/systemd/system/nginx.service.d/asgi-app-sandbox.conf, on a host that
+                   # allows the open files asked for.
+                   "nginx-sandbox.conf": ("asgi_app.nginx.service.conf.j2", {"__asgi_app_proxy_nofile": 65536})}
 
 
 def _filters(name):
