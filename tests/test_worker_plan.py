@@ -167,3 +167,15 @@ def test_the_service_is_capped_at_its_memory_budget(sizing, memory_mb, limits, e
 def test_memory_limits_that_starve_the_workers_are_refused(sizing, limits, names):
     problems = sizing.worker_plan(resources(online=8, memory_mb=4096), **limits)["problems"]
     assert len(problems) == 1 and all(name in problems[0] for name in names), problems
+
+
+def test_the_memory_cap_does_not_change_with_the_hosts_other_apps(sizing):
+    """A unit that changed whenever another app was deployed beside it would make re-runs change it."""
+    alone = sizing.worker_plan(resources(online=2, memory_mb=4096), app_name="shop")
+    beside = sizing.worker_plan({**resources(online=2, memory_mb=4096),
+                                 "apps": [{"name": "blog", "workers": 5}, {"name": "shop", "workers": 5}]},
+                                app_name="shop")
+    assert beside["memory_budget_mb"] < alone["memory_budget_mb"]
+    assert (beside["memory_max_mb"], beside["memory_high_mb"]) == (alone["memory_max_mb"], alone["memory_high_mb"])
+    assert beside["memory_max_mb"] == int(4096 * 0.8)
+    assert "80 % of the host's memory" in beside["memory_rule"]

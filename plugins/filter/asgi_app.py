@@ -112,7 +112,11 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
                         f"> {overlap_mb} MB): a new release goes live by a plain restart, and clients wait "
                         "while the app starts. Lower asgi_app_workers or asgi_app_worker_memory_mb (if the "
                         "workers take less), or raise asgi_app_memory_budget_mb, to go live without a stall")
-    limits = memory_limits(count, int(worker_memory_mb), int(memory_budget_mb), memory_max_mb, memory_high_mb)
+    # The cap is the budget before the other apps' share is taken from it: what the host's other
+    # apps run changes from one deploy to the next, and the unit must not change with it.
+    cap_mb = int(memory_budget_mb) if explicit_budget else int(int(resources["memory_mb"]) * memory_share)
+    limits = memory_limits(count, int(worker_memory_mb), cap_mb, memory_max_mb, memory_high_mb,
+                           "the memory budget" if explicit_budget else f"{memory_share * 100:g} % of the host's memory")
     return {
         "workers": count,
         "memory_max_mb": limits["max"],
@@ -130,10 +134,12 @@ def worker_plan(resources, workload="mixed", workers=None, worker_memory_mb=150,
     }
 
 
-def memory_limits(workers, worker_memory_mb, budget_mb, memory_max_mb=None, memory_high_mb=None):
+def memory_limits(workers, worker_memory_mb, budget_mb, memory_max_mb=None, memory_high_mb=None,
+                  budget_text="the memory budget"):
     """The service's MemoryMax and MemoryHigh, in MB (None: no limit), and a sentence saying why.
 
-    Unless given, the hard limit is the memory budget the workers were counted from, so that one
+    Unless given, the hard limit is `budget_mb` (the explicit memory budget, or the share of the
+    host's memory the budget starts from, whatever the host's other apps take), so that one
     abusive client, or a leak, cannot take the host's memory: past it the kernel kills the
     largest process of the service (a worker: they ask to go first, asgi_app_worker.post_fork)
     and gunicorn replaces it, while the others serve on. Above the soft limit, 90 % of the hard
@@ -143,7 +149,7 @@ def memory_limits(workers, worker_memory_mb, budget_mb, memory_max_mb=None, memo
     problems = []
     need = workers * worker_memory_mb
     if memory_max_mb is None:
-        top, rule = budget_mb, f"MemoryMax {budget_mb} MB, the memory budget"
+        top, rule = budget_mb, f"MemoryMax {budget_mb} MB, {budget_text}"
     elif int(memory_max_mb) == 0:
         top, rule = None, "no MemoryMax (asgi_app_memory_max_mb is 0)"
     else:
