@@ -158,7 +158,7 @@ def memory_limits(workers, worker_memory_mb, budget_mb, memory_max_mb=None, memo
             problems.append(
                 f"asgi_app_memory_max_mb is {top}: the {workers} workers need about {need} MB "
                 f"({workers} x asgi_app_worker_memory_mb {worker_memory_mb}), so the kernel would kill them "
-                f"in turn. Set it to at least {need}, 0 for no limit, or leave it unset for the memory budget.")
+                f"in turn. Set it to at least {need}, 0 for no limit, or leave it unset for {budget_text}.")
     if memory_high_mb is None:
         high = None if top is None else top * 9 // 10
     else:
