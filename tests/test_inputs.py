@@ -14,6 +14,10 @@ GOOD = {
     "asgi_app_state_dir": "/var/lib/shop-api", "asgi_app_writable_paths": [],
 }
 
+# A site with its certificate from an ACME CA, as the role's user would set it.
+ACME = {"asgi_app_proxy": True, "asgi_app_proxy_acme": True, "asgi_app_proxy_server_name": "api.example.com",
+        "asgi_app_proxy_acme_email": "ops@example.com",
+        "asgi_app_proxy_acme_directory": "https://acme-v02.api.letsencrypt.org/directory"}
 BAD = {
     "sync worker": ({"asgi_app_worker_class": "sync"}, "asgi_app_worker_class is 'sync'", "WSGI worker"),
     "gthread worker": ({"asgi_app_worker_class": "gthread"}, "asgi_app_worker_class", "WSGI worker"),
@@ -51,6 +55,19 @@ BAD = {
                                  "asgi_app_proxy_static has path '../etc'", "without '.' or '..'"),
     "static root unknown": ({"asgi_app_proxy_static": [{"url": "/static/", "path": "s", "root": "home"}]},
                             "asgi_app_proxy_static has root 'home'", "'state'"),
+    "acme without nginx": ({**ACME, "asgi_app_proxy": False},
+                           "asgi_app_proxy_acme is on, but asgi_app_proxy is off", "asgi_app_proxy: true"),
+    "acme for any name": ({**ACME, "asgi_app_proxy_server_name": "_"},
+                          "asgi_app_proxy_server_name is '_' with asgi_app_proxy_acme", "not '_', a wildcard"),
+    "acme for a wildcard": ({**ACME, "asgi_app_proxy_server_name": "api.example.com *.example.com"},
+                            "'api.example.com *.example.com' with asgi_app_proxy_acme", "DNS names"),
+    "acme without an email": ({**ACME, "asgi_app_proxy_acme_email": ""}, "asgi_app_proxy_acme_email is ''",
+                              "'ops@example.com'"),
+    "acme directory over http": ({**ACME, "asgi_app_proxy_acme_directory": "http://ca.example/dir"},
+                                 "asgi_app_proxy_acme_directory is 'http://ca.example/dir'", "ACME directory URL"),
+    "acme and a certificate": ({**ACME, "asgi_app_proxy_tls_certificate": "/etc/ssl/certs/api.pem"},
+                               "asgi_app_proxy_tls_certificate or asgi_app_proxy_tls_key is set with "
+                               "asgi_app_proxy_acme", "Empty the two"),
     "release command not a string": ({"asgi_app_release_commands": [["alembic", "upgrade", "head"]]},
                                      "asgi_app_release_commands has ['alembic', 'upgrade', 'head']",
                                      "{command: ..., once: true|false}"),
@@ -120,6 +137,11 @@ def test_bad_input_is_refused_with_a_message(inputs, case):
 ])
 def test_every_spec_gunicorn_takes_is_accepted(inputs, spec):
     assert inputs.check_inputs({**GOOD, "asgi_app_module": spec})["problems"] == []
+
+
+def test_a_site_with_acme_certificates_is_accepted(inputs):
+    assert inputs.check_inputs({**GOOD, **ACME, "asgi_app_proxy_server_name": "api.example.com www.example.com"})[
+        "problems"] == []
 
 
 def test_release_commands_say_where_they_run(inputs):

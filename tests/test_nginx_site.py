@@ -51,15 +51,48 @@ def test_load_balancer_proxies_to_every_app_host(site, render):
     assert directives(draining, "server") == ["10.0.0.11:8000", "10.0.0.12:8000 down"]
 
 
+TLS = {"asgi_app_proxy_tls_certificate": "/etc/ssl/shop.pem", "asgi_app_proxy_tls_key": "/etc/ssl/shop.key"}
+
+
 def test_tls_serves_https_and_redirects_http(site):
-    text = site(asgi_app_proxy_tls_certificate="/etc/ssl/shop.pem", asgi_app_proxy_tls_key="/etc/ssl/shop.key")
-    assert directives(text, "listen") == ["80 default_server", "443 ssl default_server"]
-    assert directives(text, "return") == ["301 https://$host$request_uri"]
+    text = site(**TLS)
+    # HTTP/2 as nginx before 1.25.1 (Debian 12's 1.22) spells it, and after (Debian 13's 1.26).
+    assert directives(text, "listen") == ["80 default_server", "443 ssl http2 default_server"]
+    assert directives(site(**TLS, __asgi_app_nginx_version="1.26.3"), "listen") == [
+        "80 default_server", "443 ssl default_server"]
+    assert directives(site(**TLS, __asgi_app_nginx_version="1.26.3"), "http2") == ["on"]
     assert directives(text, "ssl_certificate") == ["/etc/ssl/shop.pem"]
     assert directives(text, "ssl_certificate_key") == ["/etc/ssl/shop.key"]
-    other_port = site(asgi_app_proxy_tls_certificate="/etc/ssl/shop.pem", asgi_app_proxy_tls_key="/etc/ssl/shop.key",
-                      asgi_app_proxy_tls_listen="8443")
+    # No server name (the catch-all "_"): clients go to the host they asked for.
+    assert directives(text, "return") == ["301 https://$host$request_uri"]
+    other_port = site(**TLS, asgi_app_proxy_tls_listen="8443")
     assert directives(other_port, "return") == ["301 https://$host:8443$request_uri"]
+
+
+def test_https_redirects_to_the_sites_own_name(site):
+    named = site(**TLS, asgi_app_proxy_server_name="shop.example www.shop.example")
+    assert directives(named, "return") == ["301 https://shop.example$request_uri"]
+    assert directives(site(**TLS, asgi_app_proxy_server_name="~^shop"), "return") == ["301 https://$host$request_uri"]
+
+
+def test_tls_is_mozillas_intermediate_profile(site):
+    text = site(**TLS)
+    assert directives(text, "ssl_protocols") == ["TLSv1.2 TLSv1.3"]
+    suites = directives(text, "ssl_ciphers")[0].split(":")
+    assert suites and all(suite.startswith("ECDHE-") and ("GCM" in suite or "CHACHA20" in suite) for suite in suites)
+    assert directives(text, "ssl_session_tickets") == ["off"]
+    assert directives(text, "ssl_prefer_server_ciphers") == ["off"]
+
+
+def test_security_headers_on_every_response_and_hsts_when_asked(site):
+    plain = site()
+    assert 'X-Content-Type-Options "nosniff" always' in directives(plain, "add_header")
+    assert not [value for value in directives(site(**TLS), "add_header") if "Strict-Transport" in value]
+    hsts = directives(site(**TLS, asgi_app_proxy_hsts=True), "add_header")
+    assert 'Strict-Transport-Security "max-age=63072000" always' in hsts
+    assert not [value for value in directives(site(asgi_app_proxy_hsts=True), "add_header") if "Strict" in value]
+    assert not [value for value in directives(site(asgi_app_proxy_security_headers={}), "add_header")
+                if "nosniff" in value]
 
 
 def test_buffering_on_still_honours_x_accel_buffering(site):

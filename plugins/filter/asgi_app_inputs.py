@@ -36,6 +36,8 @@ DOTTED = rf"{IDENTIFIER}(?:\.{IDENTIFIER})*"
 MODULE_PATH_RE = re.compile(rf"^{DOTTED}$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 ENV_NAME_RE = re.compile(rf"^{IDENTIFIER}$")
+# A DNS name a CA can check over HTTP: no wildcard, no regular expression, at least one dot.
+ACME_NAME_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9-]*[A-Za-z0-9]$")
 HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
 STATES = ("present", "absent")
 # A socket on one of these takes the port on every address.
@@ -272,6 +274,33 @@ def check_proxy_static(entries, problems):
                 "release's code directory) or 'state' (asgi_app_state_dir).")
 
 
+def check_acme(settings, problems):
+    """asgi_app_proxy_acme: certbot answers HTTP-01 challenges for each server name through nginx."""
+    if not settings.get("asgi_app_proxy_acme"):
+        return
+    names = str(settings.get("asgi_app_proxy_server_name") or "").split()
+    if not settings.get("asgi_app_proxy"):
+        problems.append("asgi_app_proxy_acme is on, but asgi_app_proxy is off: the CA's challenges are "
+                        "answered by the nginx the role sets up. Set asgi_app_proxy: true.")
+    odd = [name for name in names if not ACME_NAME_RE.match(name)]
+    if not names or odd:
+        problems.append(
+            f"asgi_app_proxy_server_name is '{' '.join(names)}' with asgi_app_proxy_acme: the CA certifies "
+            "names it can reach over HTTP, so give the site's DNS names, such as 'api.example.com "
+            "www.example.com' (not '_', a wildcard or a regular expression).")
+    if not str(settings.get("asgi_app_proxy_acme_email") or "").count("@") == 1:
+        problems.append(f"asgi_app_proxy_acme_email is '{settings.get('asgi_app_proxy_acme_email') or ''}': "
+                        "give the address the CA writes to about expiring certificates, such as 'ops@example.com'.")
+    if not str(settings.get("asgi_app_proxy_acme_directory") or "").startswith("https://"):
+        problems.append(f"asgi_app_proxy_acme_directory is '{settings.get('asgi_app_proxy_acme_directory')}': "
+                        "give the CA's ACME directory URL, such as "
+                        "'https://acme-v02.api.letsencrypt.org/directory'.")
+    if settings.get("asgi_app_proxy_tls_certificate") or settings.get("asgi_app_proxy_tls_key"):
+        problems.append("asgi_app_proxy_tls_certificate or asgi_app_proxy_tls_key is set with "
+                        "asgi_app_proxy_acme: the certificate comes from one or the other. Empty the "
+                        "two, or turn asgi_app_proxy_acme off.")
+
+
 def check_release_commands(commands, once, problems):
     """asgi_app_release_commands, each as {"command", "once"}: a string runs as asgi_app_release_commands_once
     says, a dict {command, once} chooses for itself."""
@@ -369,6 +398,7 @@ def check_inputs(settings):
     check_writable_paths(settings, problems)
     check_request_head_limits(settings, problems)
     check_proxy_static(settings.get("asgi_app_proxy_static"), problems)
+    check_acme(settings, problems)
     release_commands = check_release_commands(settings.get("asgi_app_release_commands"),
                                               settings.get("asgi_app_release_commands_once", True), problems)
     worker = check_worker_class(settings.get("asgi_app_worker_class"),
