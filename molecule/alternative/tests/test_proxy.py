@@ -157,7 +157,7 @@ open("/run/ws-seen.json", "w").write(json.dumps(seen))
 """
 
 
-def testssl_findings(host, target):
+def scan_with_testssl(host, target):
     """testssl.sh (Debian's) on the host: {id: finding} of its protocols, ciphers and defaults."""
     host.check_output("DEBIAN_FRONTEND=noninteractive apt-get install -y -q testssl.sh >/dev/null")
     scan = host.run(f"rm -f /tmp/testssl.json; testssl --quiet --color 0 --warnings off --jsonfile /tmp/testssl.json "
@@ -210,7 +210,7 @@ def test_https_with_a_certificate_from_acme_at_mozillas_intermediate_profile_ren
         # To the site's name, not to the one the client sent.
         assert probe["redirect"] == f"https://{SITE_NAME}:8443/health?from=http"
 
-        findings = testssl_findings(host, f"{SITE_NAME}:8443")
+        findings = scan_with_testssl(host, f"{SITE_NAME}:8443")
         # "TLS 1.2   xc02c   ECDHE-ECDSA-AES256-GCM-SHA384   ECDH 253 ...": OpenSSL's name is the fourth word.
         offered = {finding.split()[3] for name, finding in findings.items()
                    if name.startswith("cipher-tls1_2") and len(finding.split()) > 3}
