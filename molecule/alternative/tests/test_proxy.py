@@ -89,9 +89,12 @@ set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q pebble >/dev/null
 mkdir -p /etc/pebble && cd /etc/pebble
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ACME test CA" -keyout ca.key -out ca.pem 2>/dev/null
+# The extensions Python 3.13's strict verification asks of a CA and of the certificate it signs.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ACME test CA" \
+  -addext keyUsage=critical,keyCertSign,cRLSign -keyout ca.key -out ca.pem 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout pebble.key -out pebble.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > san.ext
+printf '%s\n' subjectAltName=DNS:localhost,IP:127.0.0.1 keyUsage=critical,digitalSignature,keyEncipherment \
+  extendedKeyUsage=serverAuth authorityKeyIdentifier=keyid > san.ext
 openssl x509 -req -in pebble.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext \
   -out pebble.pem 2>/dev/null
 cp ca.pem /usr/local/share/ca-certificates/acme-test-ca.crt && update-ca-certificates >/dev/null 2>&1
