@@ -46,8 +46,9 @@ worker_class = asgi_app_worker.uvicorn_worker_class(
     max_headers=100,
     header_timeout=10,
 )
-# systemd learns the service is ready from the worker that completes the set (NotifyAccess=all),
-# not from the master when it has bound the socket, before any worker has imported the app.
+# systemd learns the service is ready once every worker serves: the worker that completes the set
+# tells the master, the one process systemd listens to (NotifyAccess=main); not when the master
+# has bound the socket, before any worker has imported the app.
 on_starting = asgi_app_worker.on_starting
 child_exit = asgi_app_worker.child_exit
 worker_exit = asgi_app_worker.worker_exit

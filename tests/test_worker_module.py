@@ -3,13 +3,14 @@ with the role's gunicorn_config.py, against the versions the role pins and the o
 
 It overrides internals of gunicorn, uvicorn and uvicorn-worker: a version that changes them must
 fail here, not in a deploy. No systemd: the tests listen on a NOTIFY_SOCKET of their own and read
-what the workers tell systemd.
+what the service tells systemd, and which process told it.
 """
 
 import functools
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -60,22 +61,29 @@ def versions(python: Path) -> str:
 
 
 class Notifications:
-    """A NOTIFY_SOCKET as systemd's: the datagrams the service sends, with when they came."""
+    """A NOTIFY_SOCKET as systemd's: the datagrams the service sends, with when they came and,
+    as systemd reads it (SO_PASSCRED), the PID that sent each."""
 
     def __init__(self, path: Path):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(str(path))
         self.sock.settimeout(0.1)
         self.received: list[tuple[float, str]] = []
+        self.senders: list[int | None] = []
 
     def read(self, seconds: float) -> None:
+        credentials = struct.Struct("3i")  # struct ucred: pid, uid, gid
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
-                self.received.append((time.monotonic(), self.sock.recv(4096).decode()))
+                message, ancillary, _flags, _address = self.sock.recvmsg(4096, socket.CMSG_SPACE(credentials.size))
             except TimeoutError:
-                pass
+                continue
+            self.received.append((time.monotonic(), message.decode()))
+            self.senders.append(next((credentials.unpack(data[:credentials.size])[0] for level, kind, data in ancillary
+                                      if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), None))
 
     def first(self, text: str):
         return next(((when, message) for when, message in self.received if text in message), None)
@@ -128,6 +136,9 @@ def test_ready_only_once_every_worker_serves(serve, tmp_path, python):
     assert when - started >= 1.5
     assert "Gunicorn arbiter booted" not in " ".join(m for _, m in notifications.received)
     assert "STATUS=2 workers serving release" in message
+    # Every notification from gunicorn's master, the one process the unit listens to
+    # (NotifyAccess=main), none from the workers that run the app's code.
+    assert set(notifications.senders) == {process.pid}, (process.pid, notifications.senders)
     assert len(os.listdir(tmp_path / "runtime" / "workers-ready")) == 2
     assert httpx.get(base_url + "/health", timeout=2).status_code == 200
 

@@ -7,8 +7,9 @@ to the Uvicorn worker what a deploy without a stall needs:
 - **Readiness.** A service is ready when every one of its workers serves, not when gunicorn's
   master has bound its socket (which is when gunicorn itself tells systemd). Each worker marks
   itself ready once its app has run its lifespan startup and accepts connections; the worker
-  that completes the set sends systemd ``READY=1`` and a ``STATUS=`` naming the release. The unit
-  allows it with ``NotifyAccess=all``. `systemctl start` returns only then, so the role (and
+  that completes the set tells the master, which sends systemd ``READY=1`` and a ``STATUS=``
+  naming the release. Only the master may notify systemd (``NotifyAccess=main``), not the
+  workers that run the app's code. `systemctl start` returns only then, so the role (and
   ``NAME-handover.service``) stop the old workers only once the new ones serve.
 - **A first answer before the first connection** (``ASGI_APP_CHECK_HEALTH=1``, set by the standby
   unit that carries a new release in): a worker calls its app's health path in-process, with the
@@ -43,6 +44,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -52,21 +54,30 @@ import time
 # directory, emptied when it stops).
 READY_DIR = "workers-ready"
 # What systemd's NOTIFY_SOCKET was when the master started (on_starting): the master keeps it
-# from gunicorn's own notification, the workers inherit it here.
+# from gunicorn's own notification, and from the workers, which systemd would not listen to.
 _notify_socket = None
+# The signal by which the worker that completes the set wakes the master to tell systemd. gunicorn
+# neither uses nor sends it, and its default is to ignore it, so a stray one does no harm (the
+# master only counts the ready marks again).
+READY_SIGNAL = signal.SIGURG
+# gunicorn's master (its Arbiter), set in the master before the first fork (on_starting).
+_arbiter = None
 
 
 # --- Readiness -------------------------------------------------------------------------------
 
 def on_starting(server):
     """gunicorn hook (master, after it imported the app with preload_app, before the first fork):
-    keep systemd's notification socket for the workers' READY=1, and freeze the app's objects.
+    keep systemd's notification socket for READY=1 once every worker serves, listen for the
+    worker that completes the set, and freeze the app's objects.
 
     gunicorn tells systemd READY=1 as soon as its master has bound the socket, before any worker
     has imported the app; without NOTIFY_SOCKET it does not.
     """
-    global _notify_socket
+    global _notify_socket, _arbiter
     _notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+    _arbiter = server
+    signal.signal(READY_SIGNAL, _tell_systemd_when_all_serve)
     import_what_workers_load(server.worker_class, server.log)
     freeze_shared_objects()
 
@@ -119,7 +130,11 @@ def freeze_shared_objects():
 def post_fork(server, worker):
     """gunicorn hook (worker, just forked): be the one the kernel kills when the service passes
     its memory limit (MemoryMax), not the master, which would take every worker with it. A
-    worker killed so is replaced by the master like any that exits; the others serve on."""
+    worker killed so is replaced by the master like any that exits; the others serve on.
+    And leave systemd to the master: a worker neither notifies it nor answers READY_SIGNAL."""
+    global _notify_socket
+    _notify_socket = None
+    signal.signal(READY_SIGNAL, signal.SIG_DFL)
     prefer_to_be_killed_first()
 
 
@@ -187,14 +202,38 @@ def _ready_dir(cfg):
 
 
 def mark_ready(cfg, pid):
-    """Mark worker `pid` ready; the one that completes the set tells systemd the service is."""
+    """Mark worker `pid` ready; the one that completes the set tells the master, which tells
+    systemd. Each worker counts after it marked itself, so the last one to mark sees them all."""
     directory = _ready_dir(cfg)
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, str(pid)), "w"):
         pass
-    ready = len(os.listdir(directory))
-    if ready >= cfg.workers:
-        notify(f"READY=1\nSTATUS={status_line(ready)}")
+    if len(os.listdir(directory)) >= cfg.workers:
+        wake_master()
+
+
+def wake_master():
+    """Worker: signal the master that the set is complete. Only the master it was forked from,
+    which listens for the signal since on_starting; a worker whose master is gone signals no one."""
+    if _arbiter is None or os.getppid() != _arbiter.pid:
+        return False
+    try:
+        os.kill(_arbiter.pid, READY_SIGNAL)
+    except ProcessLookupError:  # the master ended meanwhile
+        return False
+    return True
+
+
+def _tell_systemd_when_all_serve(signum=None, frame=None):
+    """Master (signal handler, between two steps of gunicorn's loop): READY=1 and the STATUS line
+    once every worker is marked ready. The unit accepts notifications from the master only."""
+    cfg = _arbiter.cfg  # a reload (HUP) replaces it
+    try:
+        ready = len(os.listdir(_ready_dir(cfg)))
+        if ready >= cfg.workers:
+            notify(f"READY=1\nSTATUS={status_line(ready)}")
+    except OSError:  # no mark yet, or no systemd listening: nothing to tell, and gunicorn's loop goes on
+        pass
 
 
 def status_line(workers):
