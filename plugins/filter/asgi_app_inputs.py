@@ -288,7 +288,7 @@ def check_acme(settings, problems):
             f"asgi_app_proxy_server_name is '{' '.join(names)}' with asgi_app_proxy_acme: the CA certifies "
             "names it can reach over HTTP, so give the site's DNS names, such as 'api.example.com "
             "www.example.com' (not '_', a wildcard or a regular expression).")
-    if not str(settings.get("asgi_app_proxy_acme_email") or "").count("@") == 1:
+    if str(settings.get("asgi_app_proxy_acme_email") or "").count("@") != 1:
         problems.append(f"asgi_app_proxy_acme_email is '{settings.get('asgi_app_proxy_acme_email') or ''}': "
                         "give the address the CA writes to about expiring certificates, such as 'ops@example.com'.")
     if not str(settings.get("asgi_app_proxy_acme_directory") or "").startswith("https://"):
