@@ -114,6 +114,54 @@ BAD = {
     "no header fields": ({"asgi_app_max_headers": 0}, "asgi_app_max_headers is 0", "at least 32"),
     "no time for a request": ({"asgi_app_header_timeout": 0}, "asgi_app_header_timeout is 0",
                               "at least 1 seconds"),
+    "process name in capitals": ({"asgi_app_processes": [{"name": "Worker", "command": "arq w.S"}]},
+                                 "asgi_app_processes has the name 'Worker'", "such as 'worker'"),
+    "process without a name": ({"asgi_app_processes": [{"command": "arq w.S"}]},
+                               "asgi_app_processes has the name None", "lower-case letters"),
+    "process named standby": ({"asgi_app_processes": [{"name": "standby", "command": "arq w.S"}]},
+                              "asgi_app_processes has the name 'standby': shop-api-standby.service is the role's own",
+                              "Choose another name"),
+    "timer named handover": ({"asgi_app_timers": [{"name": "handover", "command": "x", "on_calendar": "daily"}]},
+                             "asgi_app_timers has the name 'handover'", "Choose another name"),
+    "two processes of one name": ({"asgi_app_processes": [{"name": "worker", "command": "a"},
+                                                          {"name": "worker", "command": "b"}]},
+                                  "asgi_app_processes has the name 'worker' once more", "a name of its own"),
+    "a process and a timer of one name": ({"asgi_app_processes": [{"name": "sync", "command": "a"}],
+                                           "asgi_app_timers": [{"name": "sync", "command": "b", "on_calendar": "daily"}]},
+                                          "asgi_app_timers has the name 'sync' and asgi_app_processes has it too",
+                                          "a name of its own"),
+    "process named as another app": ({"asgi_app_processes": [{"name": "admin", "command": "a"}],
+                                      "apps": [{"name": "shop-api-admin", "listen": "127.0.0.1:9000"}]},
+                                     "asgi_app_processes has the name 'admin': shop-api-admin.service is a unit of "
+                                     "shop-api-admin", "Choose another name"),
+    "process without a command": ({"asgi_app_processes": [{"name": "worker"}]},
+                                  "asgi_app_processes has the command None for 'worker'", "'arq worker.WorkerSettings'"),
+    "process command of two lines": ({"asgi_app_processes": [{"name": "worker", "command": "arq w.S\nExecStartPre=x"}]},
+                                     "asgi_app_processes has the command 'arq w.S\\nExecStartPre=x'", "on one line"),
+    "no instances": ({"asgi_app_processes": [{"name": "worker", "command": "a", "instances": 0}]},
+                     "asgi_app_processes has instances 0 for 'worker'", "1 or more"),
+    "instances as text": ({"asgi_app_processes": [{"name": "worker", "command": "a", "instances": "2"}]},
+                          "asgi_app_processes has instances '2' for 'worker'", "whole number"),
+    "stop timeout with a unit": ({"asgi_app_processes": [{"name": "worker", "command": "a", "stop_timeout": "5min"}]},
+                                 "asgi_app_processes has stop_timeout '5min' for 'worker'", "for example 300"),
+    "process setting misspelt": ({"asgi_app_processes": [{"name": "worker", "command": "a", "instance": 2}]},
+                                 "asgi_app_processes has instance for 'worker', which it does not know",
+                                 "command, instances, name, stop_timeout"),
+    "processes not a list": ({"asgi_app_processes": {"worker": "arq w.S"}}, "asgi_app_processes is {'worker'",
+                             "a list of dicts"),
+    "process as a string": ({"asgi_app_processes": ["arq w.S"]}, "asgi_app_processes has 'arq w.S'",
+                            "{name: worker, command: arq worker.WorkerSettings}"),
+    "timer without a time": ({"asgi_app_timers": [{"name": "cleanup", "command": "x"}]},
+                             "asgi_app_timers has on_calendar None for 'cleanup'", "'Mon..Fri 03:00'"),
+    "timer time of two lines": ({"asgi_app_timers": [{"name": "cleanup", "command": "x",
+                                                      "on_calendar": "daily\nOnBootSec=1"}]},
+                                "asgi_app_timers has on_calendar 'daily\\nOnBootSec=1'", "on one line"),
+    "negative randomized delay": ({"asgi_app_timers": [{"name": "cleanup", "command": "x", "on_calendar": "daily",
+                                                        "randomized_delay": -5}]},
+                                  "asgi_app_timers has randomized_delay -5 for 'cleanup'", "0, the default"),
+    "timer with instances": ({"asgi_app_timers": [{"name": "cleanup", "command": "x", "on_calendar": "daily",
+                                                   "instances": 2}]},
+                             "asgi_app_timers has instances for 'cleanup', which it does not know", "on_calendar"),
 }
 
 
@@ -150,6 +198,32 @@ def test_release_commands_say_where_they_run(inputs):
     assert result["release_commands"] == [
         {"command": "alembic upgrade head", "once": True},
         {"command": "python manage.py collectstatic --noinput", "once": False}]
+
+
+def test_processes_and_timers_come_back_with_their_defaults(inputs):
+    result = inputs.check_inputs({**GOOD, "asgi_app_processes": [
+        {"name": "worker", "command": "arq shop.worker.WorkerSettings", "stop_timeout": 300},
+        {"name": "mailer", "command": "python -m shop.mailer", "instances": 2}],
+        "asgi_app_timers": [{"name": "cleanup", "command": "python -m shop.cleanup", "on_calendar": "*-*-* 03:00"},
+                            {"name": "report", "command": "x", "on_calendar": "Mon", "randomized_delay": 600,
+                             "stop_timeout": 30}],
+        # The web service of another app whose name starts the same is no clash.
+        "apps": [{"name": "shop-api-admin-ui", "listen": "127.0.0.1:9000"}]})
+    assert result["problems"] == []
+    assert result["processes"] == [
+        {"name": "worker", "command": "arq shop.worker.WorkerSettings", "instances": 1, "stop_timeout": 300},
+        {"name": "mailer", "command": "python -m shop.mailer", "instances": 2, "stop_timeout": 90}]
+    assert result["timers"] == [
+        {"name": "cleanup", "command": "python -m shop.cleanup", "on_calendar": "*-*-* 03:00", "randomized_delay": 0,
+         "stop_timeout": 90},
+        {"name": "report", "command": "x", "on_calendar": "Mon", "randomized_delay": 600, "stop_timeout": 30}]
+
+
+def test_a_process_with_a_problem_is_left_out_of_what_comes_back(inputs):
+    result = inputs.check_inputs({**GOOD, "asgi_app_processes": [{"name": "worker", "command": "a"},
+                                                                 {"name": "mailer", "command": ""}]})
+    assert [process["name"] for process in result["processes"]] == ["worker"]
+    assert len(result["problems"]) == 1
 
 
 def test_all_problems_are_reported_at_once(inputs):

@@ -3,7 +3,8 @@
 
 Used by the fast tests, and to write the reference files in reference/ for people who do not
 use Ansible: `python tools/render_role.py --write` renders them for the reference host below
-(4 CPUs, 8 GiB, the example app); tests/test_contract.py fails when they drift from the role.
+(4 CPUs, 8 GiB, the example app, with a process and a timer); tests/test_contract.py fails when
+they drift from the role.
 """
 
 import importlib.util
@@ -28,6 +29,11 @@ REFERENCE_FILES = {"gunicorn_config.py": ("gunicorn_config.py.j2", {}),
                    # /etc/systemd/system/nginx.service.d/asgi-app-sandbox.conf, on a host that
                    # allows the open files asked for.
                    "nginx-sandbox.conf": ("asgi_app.nginx.service.conf.j2", {"__asgi_app_proxy_nofile": 65536})}
+# A process and a timer as asgi_app_processes and asgi_app_timers would give them, for the
+# reference files of their units (an arq worker, and a nightly command).
+REFERENCE_PROCESSES = [{"name": "worker", "command": "arq example_app.worker.WorkerSettings", "stop_timeout": 300}]
+REFERENCE_TIMERS = [{"name": "cleanup", "command": "python -m example_app.cleanup", "on_calendar": "*-*-* 03:00",
+                     "randomized_delay": 600}]
 
 
 def _filters(name):
@@ -75,12 +81,27 @@ def render(template, resources, ansible_managed="Ansible managed", **overrides):
     return templar.template(trust_as_template((ROLE / "templates" / template).read_text()))
 
 
+def unit_files(name, processes, timers):
+    """The plan's unit files (plugins/filter/asgi_app_processes.py) of the processes and timers, as
+    preflight checks them (plugins/filter/asgi_app_inputs.py)."""
+    problems = []
+    checked = _filters("asgi_app_inputs").check_units(
+        {"asgi_app_name": name, "asgi_app_processes": processes, "asgi_app_timers": timers}, problems)
+    assert not problems, problems
+    return _filters("asgi_app_processes").processes_plan([], name, *checked)["files"]
+
+
 def reference_files():
     """{file name in reference/: content} for the reference host."""
     note = ("Reference file rendered by tools/render_role.py from roles/asgi_app/templates\n"
             "for a host with 4 CPUs and 8 GiB serving examples/app; the role renders it for your host.")
-    return {name: render(template, REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS, **extra)
-            for name, (template, extra) in REFERENCE_FILES.items()}
+    files = {name: render(template, REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS, **extra)
+             for name, (template, extra) in REFERENCE_FILES.items()}
+    units = {"asgi_app_processes": REFERENCE_PROCESSES, "asgi_app_timers": REFERENCE_TIMERS}
+    for unit in unit_files(REFERENCE_VARS["asgi_app_name"], REFERENCE_PROCESSES, REFERENCE_TIMERS):
+        files[unit["unit"]] = render(unit["template"], REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS,
+                                     **units, __asgi_app_unit_item=unit)
+    return files
 
 
 if __name__ == "__main__":

@@ -318,6 +318,109 @@ def check_release_commands(commands, once, problems):
     return normalized
 
 
+# The app's processes and timers (asgi_app_processes, asgi_app_timers) are units named NAME-<name>,
+# beside the role's own NAME-standby.service and NAME-handover.service.
+RESERVED_UNIT_NAMES = {"standby": "the standby that serves while the service restarts",
+                       "handover": "the restart through the standby"}
+UNIT_SETTINGS = {
+    "asgi_app_processes": {"name", "command", "instances", "stop_timeout"},
+    "asgi_app_timers": {"name", "command", "on_calendar", "randomized_delay", "stop_timeout"},
+}
+UNIT_EXAMPLES = {"asgi_app_processes": "{name: worker, command: arq worker.WorkerSettings}",
+                 "asgi_app_timers": "{name: cleanup, command: python -m shop.cleanup, on_calendar: daily}"}
+# systemd's own default of TimeoutStopSec=: seconds from SIGTERM to SIGKILL.
+DEFAULT_STOP_TIMEOUT = 90
+
+
+def _whole_number(value, least):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _one_line(value):
+    return isinstance(value, str) and value.strip() != "" and not set(value) & {"\n", "\r"}
+
+
+def _unit_name_problem(variable, name, app, seen, others):
+    unit = f"{app}-{name}"
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        return (f"{variable} has the name {name!r}: it names the unit {app}-NAME, so it must be lower-case "
+                "letters, digits and dashes, starting with a letter, at most 31 characters, such as 'worker'.")
+    if name in RESERVED_UNIT_NAMES:
+        return (f"{variable} has the name '{name}': {unit}.service is the role's own unit "
+                f"({RESERVED_UNIT_NAMES[name]}). Choose another name, such as 'worker'.")
+    if name in seen:
+        where = "once more" if seen[name] == variable else f"and {seen[name]} has it too"
+        return (f"{variable} has the name '{name}' {where}: each process and timer is a unit named "
+                f"{app}-<name>, so give each a name of its own.")
+    owner = next((other for other in others if unit in (other, f"{other}-standby", f"{other}-handover")), None)
+    if owner:
+        return (f"{variable} has the name '{name}': {unit}.service is a unit of {owner}, another app on this "
+                "host. Choose another name.")
+    return None
+
+
+def check_units(settings, problems):
+    """asgi_app_processes and asgi_app_timers, each entry with its defaults filled in: a process is
+    the template unit NAME-<name>@.service with `instances` instances, a timer NAME-<name>.timer
+    with its service NAME-<name>.service. Returns (processes, timers)."""
+    app = settings.get("asgi_app_name")
+    others = sorted({other.get("name") for other in settings.get("apps") or []} - {app, None})
+    seen, normalized = {}, {variable: [] for variable in UNIT_SETTINGS}
+    for variable, known in UNIT_SETTINGS.items():
+        entries = settings.get(variable) or []
+        if not isinstance(entries, list):
+            problems.append(f"{variable} is {entries!r}: give a list of dicts such as [{UNIT_EXAMPLES[variable]}].")
+            continue
+        for entry in entries:
+            if not isinstance(entry, dict):
+                problems.append(f"{variable} has {entry!r}: each entry is a dict such as {UNIT_EXAMPLES[variable]}.")
+                continue
+            before = len(problems)
+            name = entry.get("name")
+            unknown = sorted(set(entry) - known)
+            if unknown:
+                problems.append(f"{variable} has {', '.join(map(str, unknown))} for '{name}', which it does not "
+                                f"know: the settings of an entry are {', '.join(sorted(known))}.")
+            refused = _unit_name_problem(variable, name, app, seen, others)
+            if refused:
+                problems.append(refused)
+            elif name not in seen:
+                seen[name] = variable
+            command = entry.get("command")
+            if not _one_line(command):
+                problems.append(
+                    f"{variable} has the command {command!r} for '{name}': give the command line that runs it, on "
+                    "one line, such as 'arq worker.WorkerSettings'. systemd splits it into words (no shell: write "
+                    "sh -c '...' for one) and finds it in the live release's virtualenv first.")
+            stop_timeout = entry.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
+            if not _whole_number(stop_timeout, 1):
+                problems.append(
+                    f"{variable} has stop_timeout {stop_timeout!r} for '{name}': give the seconds from SIGTERM to "
+                    f"SIGKILL as a whole number, at least the longest job it may be running (for example 300), "
+                    f"or leave it out for {DEFAULT_STOP_TIMEOUT}.")
+            settings_of = {"name": name, "command": command, "stop_timeout": stop_timeout}
+            if variable == "asgi_app_processes":
+                instances = entry.get("instances", 1)
+                if not _whole_number(instances, 1):
+                    problems.append(f"{variable} has instances {instances!r} for '{name}': give how many copies "
+                                    "of it run as a whole number, 1 or more (or leave it out for 1).")
+                settings_of["instances"] = instances
+            else:
+                on_calendar, delay = entry.get("on_calendar"), entry.get("randomized_delay", 0)
+                if not _one_line(on_calendar):
+                    problems.append(
+                        f"{variable} has on_calendar {on_calendar!r} for '{name}': give when it runs as a systemd "
+                        "OnCalendar= expression on one line, such as 'daily', 'Mon..Fri 03:00' or '*:0/15' "
+                        "(systemd-analyze calendar EXPRESSION shows when it elapses).")
+                if not _whole_number(delay, 0):
+                    problems.append(f"{variable} has randomized_delay {delay!r} for '{name}': give the most seconds "
+                                    "a run may be delayed at random, as a whole number (0, the default, for none).")
+                settings_of.update(on_calendar=on_calendar, randomized_delay=delay)
+            if len(problems) == before:
+                normalized[variable].append(settings_of)
+    return normalized["asgi_app_processes"], normalized["asgi_app_timers"]
+
+
 def check_source_findings(findings, source, strict, problems, warnings):
     """What the check of plugins/module_utils/asgi_app_source.py found in the app's source on the controller."""
     for finding in findings:
@@ -363,7 +466,8 @@ def check_inputs(settings):
         problems.append(f"asgi_app_state is '{state}': use 'present' to deploy the app or 'absent' to remove it.")
     check_app_dirs(settings, problems)
     if state == "absent":
-        return {"worker": None, "bind": None, "release_commands": [], "warnings": warnings, "problems": problems}
+        return {"worker": None, "bind": None, "release_commands": [], "processes": [], "timers": [],
+                "warnings": warnings, "problems": problems}
     module = str(settings.get("asgi_app_module") or "")
     refused = app_spec_problem(module)
     if refused:
@@ -401,6 +505,7 @@ def check_inputs(settings):
     check_acme(settings, problems)
     release_commands = check_release_commands(settings.get("asgi_app_release_commands"),
                                               settings.get("asgi_app_release_commands_once", True), problems)
+    processes, timers = check_units(settings, problems)
     worker = check_worker_class(settings.get("asgi_app_worker_class"),
                                 settings.get("asgi_app_gunicorn_version"), problems, warnings)
     bind = check_bind(settings.get("asgi_app_bind"), settings["socket_dir"], problems)
@@ -410,8 +515,8 @@ def check_inputs(settings):
                           bool(settings.get("asgi_app_source_check_strict")), problems, warnings)
     for warning in warnings:
         Display().warning(warning)
-    return {"worker": worker, "bind": bind, "release_commands": release_commands, "warnings": warnings,
-            "problems": problems}
+    return {"worker": worker, "bind": bind, "release_commands": release_commands, "processes": processes,
+            "timers": timers, "warnings": warnings, "problems": problems}
 
 
 class FilterModule:

@@ -11,7 +11,9 @@ units it writes, so that a new one neither takes their port nor counts on their 
 ``--app-root``, what a deploy has left there: the release directories (mtime, and whether their
 build finished: ``.complete``) and the release ``current`` points to, so a re-run needs no other
 read of them; and, for a removal, what that directory and each ``--app-dir`` hold and the
-``--user`` and ``--group`` as /etc/passwd and /etc/group have them. Runs with the target's
+``--user`` and ``--group`` as /etc/passwd and /etc/group have them. With ``--app-name``, the units
+the role wrote for the app's processes and timers (each carries ``X-AsgiApp=NAME``, which systemd
+ignores) and which of them are enabled, so a deploy stops and removes those no longer listed. Runs with the target's
 python3 (asgi_app_python) and its standard library only; ``--root`` points it at a copy of
 /proc, /sys, /etc and the app's directories for tests.
 """
@@ -26,6 +28,8 @@ UNLIMITED_V1 = 1 << 60  # cgroup v1 reports "no memory limit" as a number near 2
 UNIT_DIR = "/etc/systemd/system"
 # The service unit the role writes: gunicorn from the live release's virtualenv, with its config.
 ROLE_EXEC_START = re.compile(r"^ExecStart=\S+/current/venv/bin/gunicorn --config (\S+)$", re.MULTILINE)
+# The mark of the units the role writes for an app's processes and timers (systemd ignores X- keys).
+PART_OF_APP = "X-AsgiApp"
 
 
 def read(root, path, encoding="ascii"):
@@ -186,6 +190,31 @@ def role_apps(root):
     return apps
 
 
+def app_units(root, name):
+    """The units of the app's processes and timers (templates/asgi_app.command.service.j2 and
+    asgi_app.timer.j2 mark them X-AsgiApp=NAME), each with what of it is enabled: the instances of
+    a template unit (NAME-worker@1.service, ...), a timer itself, in any *.wants directory."""
+    listed = entries(root, UNIT_DIR) or []
+    wanted = set()
+    for entry in listed:
+        if entry.endswith(".wants"):
+            wanted.update(entries(root, f"{UNIT_DIR}/{entry}") or [])
+    units = []
+    for entry in listed:
+        if not entry.endswith((".service", ".timer")):
+            continue
+        if unit_setting(read(root, f"{UNIT_DIR}/{entry}", "utf-8") or "", PART_OF_APP) != name:
+            continue
+        if entry.endswith("@.service"):
+            prefix = entry[:-len(".service")]
+            enabled = sorted(unit for unit in wanted
+                             if unit.startswith(prefix) and unit.endswith(".service") and unit != entry)
+        else:
+            enabled = [entry] if entry in wanted else []
+        units.append({"unit": entry, "enabled": enabled})
+    return units
+
+
 def accounts(root, user, group):
     """USER in /etc/passwd and GROUP in /etc/group (None when missing), with the users whose
     primary group GROUP is."""
@@ -206,7 +235,7 @@ def accounts(root, user, group):
     return found
 
 
-def collect(root="/", app_root=None, app_dirs=(), user=None, group=None):
+def collect(root="/", app_root=None, app_dirs=(), user=None, group=None, app_name=None):
     cgroups = pid1_cgroups(root)
     online = count_cpu_list(read(root, "/sys/devices/system/cpu/online")) or os.cpu_count()
     affinity = None
@@ -225,7 +254,8 @@ def collect(root="/", app_root=None, app_dirs=(), user=None, group=None):
         "apps": role_apps(root),
         **({"app": {**app_state(root, app_root),
                     "entries": {path: entries(root, path) for path in (app_root, *app_dirs)},
-                    **accounts(root, user, group)}} if app_root else {}),
+                    **accounts(root, user, group),
+                    **({"units": app_units(root, app_name)} if app_name else {})}} if app_root else {}),
     }
 
 
@@ -237,5 +267,7 @@ if __name__ == "__main__":
                         help="another of the app's directories, to list with --app-root")
     parser.add_argument("--user", help="the app's user, to read from /etc/passwd with --app-root")
     parser.add_argument("--group", help="the app's group, to read from /etc/group with --app-root")
+    parser.add_argument("--app-name", help="the app's name, to list its processes' and timers' units with --app-root")
     args = parser.parse_args()
-    print(json.dumps(collect(args.root, args.app_root, args.app_dir, args.user, args.group), sort_keys=True))
+    print(json.dumps(collect(args.root, args.app_root, args.app_dir, args.user, args.group, args.app_name),
+                     sort_keys=True))
