@@ -39,7 +39,7 @@ def test_a_first_deploy_writes_and_runs_everything(units):
     assert plan["files"][2]["partners"] == [f"{UNITS}/shop-cleanup.service"]
     assert plan["files"][0]["partners"] == []
     assert plan["run"] == ["shop-worker@1.service", "shop-worker@2.service", "shop-cleanup.timer"]
-    assert (plan["stop"], plan["remove"], plan["previous"]) == ([], [], [])
+    assert (plan["stop"], plan["stop_services"], plan["remove"], plan["previous"]) == ([], [], [], [])
     assert plan["new"] == plan["run"]
     assert plan["new_files"] == [item["path"] for item in plan["files"]]
     assert plan["journal"] == ["shop-cleanup.service", "shop-worker@*.service"]
@@ -56,6 +56,7 @@ def test_what_is_no_longer_listed_stops_and_goes(units):
              {"unit": "shop-report.timer", "enabled": ["shop-report.timer"]}]
     plan = units.processes_plan(found, "shop", [WORKER], [CLEANUP])
     assert plan["stop"] == ["shop-worker@3.service", "shop-mailer@1.service", "shop-report.timer"]
+    assert plan["stop_services"] == ["shop-report.service"]
     assert plan["remove"] == [f"{UNITS}/shop-mailer@.service", f"{UNITS}/shop-report.service",
                               f"{UNITS}/shop-report.timer"]
     assert plan["previous"] == [unit for entry in found for unit in entry["enabled"]]
@@ -76,6 +77,7 @@ def test_removing_the_app_stops_and_removes_every_unit(units):
              {"unit": "shop-cleanup.service", "enabled": []}]
     plan = units.processes_plan(found, "shop", [], [])
     assert plan["stop"] == ["shop-worker@1.service", "shop-cleanup.timer"]
+    assert plan["stop_services"] == ["shop-cleanup.service"]
     assert plan["remove"] == [f"{UNITS}/shop-worker@.service", f"{UNITS}/shop-cleanup.timer",
                               f"{UNITS}/shop-cleanup.service"]
     assert plan["journal"] == ["shop-cleanup.service", "shop-worker@*.service"]
@@ -101,6 +103,11 @@ def test_what_changed_decides_what_restarts(units, changed, changed_units, resta
     assert [unit["unit"] for unit in decision["units"] if unit["state"] == "restarted"] == restarted
     assert {unit["state"] for unit in decision["units"]} <= {"restarted", "started"}
     assert decision["daemon_reload"] is reload
+
+
+def test_units_whose_file_a_tagged_run_did_not_write_are_left_out(units):
+    decision = units.processes_go_live(RUN, ["environment"], [], ["shop-worker@.service"])
+    assert decision["units"] == [{"unit": "shop-cleanup.timer", "state": "started"}]
 
 
 def test_calendar_expressions_systemd_refuses_are_problems(units):

@@ -29,8 +29,9 @@ STEPS = {
     "asgi_app_service": {"preflight", "installed", "release_built", "service", "switch", "verify"},
     "asgi_app_verify": {"preflight", "verify"},
     "asgi_app_proxy": {"preflight", "proxy"},
+    "asgi_app_processes": {"preflight", "processes"},
     "asgi_app": {"preflight", "remove", "install", "installed", "environment", "release", "release_built",
-                 "configure", "service", "switch", "verify", "proxy", "prune"},
+                 "configure", "service", "switch", "verify", "proxy", "processes", "prune"},
 }
 ROLE_TASK = "asgi.gunicorn.asgi_app : "
 

@@ -44,13 +44,17 @@ def processes_plan(found, name, processes, timers):
     wanted = {item["unit"] for item in files}
     found_units = [entry["unit"] for entry in found or []]
     enabled = [unit for entry in found or [] for unit in entry["enabled"]]
+    dropped = [unit for unit in found_units if unit not in wanted]
     return {
         "files": files,
         "run": run,
         # Enabled by an earlier deploy, no longer listed: instances beyond `instances`, processes
-        # and timers taken off the lists.
+        # and timers taken off the lists; to stop and disable.
         "stop": [unit for unit in enabled if unit not in run],
-        "remove": [f"{UNIT_DIR}/{unit}" for unit in found_units if unit not in wanted],
+        # The services of the timers taken off the list, to stop if a run is under way (nothing
+        # enables them).
+        "stop_services": [unit for unit in dropped if unit.endswith(".service") and not unit.endswith("@.service")],
+        "remove": [f"{UNIT_DIR}/{unit}" for unit in dropped],
         # What ran before this deploy, which a rollback runs again, and what this deploy adds,
         # which a rollback stops and removes.
         "previous": enabled,
@@ -62,14 +66,17 @@ def processes_plan(found, name, processes, timers):
     }
 
 
-def processes_go_live(run, changed, changed_units):
+def processes_go_live(run, changed, changed_units, missing=()):
     """How each unit of `run` goes live: a process's instance restarts when the release or the
     environment changed (`changed`, as for the web service) or its unit file did (`changed_units`,
     file names), a timer when its .timer file did; every other one is started if it is not running.
-    systemd reads its units again first when any of them changed."""
-    changed, changed_units = set(changed), set(changed_units)
+    Units whose file is `missing` (listed, but not written by a run whose tags left the service
+    step out) are left out. systemd reads its units again first when any of them changed."""
+    changed, changed_units, missing = set(changed), set(changed_units), set(missing)
     units = []
     for unit in run:
+        if unit_file(unit) in missing:
+            continue
         if unit.endswith(".timer"):
             restart = unit in changed_units
         else:
