@@ -1,0 +1,31 @@
+"""The web app: its version, and jobs enqueued for the worker."""
+
+import contextlib
+
+from arq import create_pool
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import VERSION
+from .settings import REDIS
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    app.state.redis = await create_pool(REDIS)
+    yield
+    await app.state.redis.aclose()
+
+
+async def health(request):
+    return JSONResponse({"status": "ok", "version": VERSION})
+
+
+async def enqueue(request):
+    """POST /jobs?seconds=N: a job that runs N seconds."""
+    job = await request.app.state.redis.enqueue_job("slow", float(request.query_params.get("seconds", "1")))
+    return JSONResponse({"job": job.job_id, "version": VERSION})
+
+
+app = Starlette(routes=[Route("/health", health), Route("/jobs", enqueue, methods=["POST"])], lifespan=lifespan)
