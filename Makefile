@@ -16,12 +16,12 @@ COLLECTION_LINK := .ansible/collections/ansible_collections/asgi/gunicorn
 # Debian releases the scenarios run on; roles/asgi_app/meta/main.yml lists the same ones.
 DEBIAN_RELEASES := 12 13
 # Scenarios `make test` leaves out on a release, to keep it under 75 minutes on 2 cores: fleet,
-# guardrails, real-apps, two-apps and galaxy exercise the role's own logic (several apps on a host
+# guardrails, processes, real-apps, two-apps and galaxy exercise the role's own logic (several apps on a host
 # among it), third-party apps and the collection's packaging, which do not change with the release
 # (Debian 13's Python, systemd, nginx and wheels are exercised by the others). The GitHub workflow runs every scenario on every
 # release; `make molecule-debian13 SCENARIO=real-apps` runs one here.
 MOLECULE_SKIP_12 :=
-MOLECULE_SKIP_13 := fleet galaxy guardrails real-apps two-apps
+MOLECULE_SKIP_13 := fleet galaxy guardrails processes real-apps two-apps
 
 ## demo: deploy the example app onto a throwaway systemd container and probe it
 demo: setup engine image
