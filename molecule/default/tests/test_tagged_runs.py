@@ -35,6 +35,7 @@ RAN = {
     # A task of health.yml, which verify.yml includes: the tag reaches the included tasks too.
     "asgi_app_verify": "Check that the health path answered 200 in time",
     "asgi_app_proxy": "Put nginx in front of the app",
+    "asgi_app_processes": "Stop and disable the processes and timers no longer listed",
 }
 
 
