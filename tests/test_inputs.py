@@ -161,6 +161,7 @@ BAD = {
     "negative randomized delay": ({"asgi_app_timers": [{"name": "cleanup", "command": "x", "on_calendar": "daily",
                                                         "randomized_delay": -5}]},
                                   "asgi_app_timers has randomized_delay -5 for 'cleanup'", "0, the default"),
+    "no time to settle": ({"asgi_app_processes_settle": 0}, "asgi_app_processes_settle is 0", "at least 1"),
     "timer with instances": ({"asgi_app_timers": [{"name": "cleanup", "command": "x", "on_calendar": "daily",
                                                    "instances": 2}]},
                              "asgi_app_timers has instances for 'cleanup', which it does not know", "on_calendar"),

@@ -110,6 +110,24 @@ def test_units_whose_file_a_tagged_run_did_not_write_are_left_out(units):
     assert decision["units"] == [{"unit": "shop-cleanup.timer", "state": "started"}]
 
 
+def read(unit, state, pid):
+    return {"item": unit, "status": {"ActiveState": state, "MainPID": str(pid)}}
+
+
+def test_a_process_that_did_not_keep_its_main_process_failed(units):
+    first = [read("shop-worker@1.service", "active", 101), read("shop-worker@2.service", "active", 102),
+             read("shop-worker@3.service", "activating", 0), read("shop-mailer@1.service", "active", 104),
+             read("shop-mailer@2.service", "active", 105)]
+    later = [read("shop-worker@1.service", "active", 101),  # kept running
+             read("shop-worker@2.service", "active", 202),  # exited, started again by systemd
+             read("shop-worker@3.service", "active", 203),  # crashed before the first read
+             read("shop-mailer@1.service", "activating", 0),  # waiting to be started again
+             read("shop-mailer@2.service", "failed", 0)]
+    assert units.processes_failed(first, later) == [
+        "shop-worker@2.service", "shop-worker@3.service", "shop-mailer@1.service", "shop-mailer@2.service"]
+    assert units.processes_failed(first[:1], later[:1]) == []
+
+
 def test_calendar_expressions_systemd_refuses_are_problems(units):
     results = [{"item": CLEANUP, "rc": 0, "stderr": ""},
                {"item": {**REPORT, "on_calendar": "every monday"}, "rc": 1,

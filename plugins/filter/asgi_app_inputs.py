@@ -418,6 +418,10 @@ def check_units(settings, problems):
                 settings_of.update(on_calendar=on_calendar, randomized_delay=delay)
             if len(problems) == before:
                 normalized[variable].append(settings_of)
+    settle = settings.get("asgi_app_processes_settle", 5)
+    if not _whole_number(settle, 1):
+        problems.append(f"asgi_app_processes_settle is {settle!r}: give the seconds a process a deploy started must "
+                        "keep running for the deploy to go on, as a whole number, at least 1 (the default is 5).")
     return normalized["asgi_app_processes"], normalized["asgi_app_timers"]
 
 

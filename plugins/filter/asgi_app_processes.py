@@ -85,6 +85,21 @@ def processes_go_live(run, changed, changed_units, missing=()):
     return {"units": units, "daemon_reload": bool(changed_units)}
 
 
+def processes_failed(first, later):
+    """The processes that did not keep running: `first` and `later` are the results of two loops of
+    systemd_service over the processes started, read right after they started and once the settle
+    time passed. One failed when it is not active now, or when its main process is not the one it
+    had then (it exited and systemd started it again, or it was waiting to be)."""
+    main_pid = {result["item"]: result.get("status", {}).get("MainPID", "0") for result in first or []}
+    failed = []
+    for result in later or []:
+        status = result.get("status", {})
+        pid = status.get("MainPID", "0")
+        if status.get("ActiveState") != "active" or pid in ("", "0") or pid != main_pid.get(result["item"]):
+            failed.append(result["item"])
+    return failed
+
+
 def calendar_problems(results):
     """Preflight's messages for the timers whose on_calendar `systemd-analyze calendar` refused on
     the host (a loop's results over the checked timers; skipped ones are left out)."""
@@ -109,5 +124,6 @@ class FilterModule:
         return {
             "asgi_app_processes_plan": processes_plan,
             "asgi_app_processes_go_live": processes_go_live,
+            "asgi_app_processes_failed": processes_failed,
             "asgi_app_calendar_problems": calendar_problems,
         }
