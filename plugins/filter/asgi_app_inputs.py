@@ -387,11 +387,13 @@ def check_units(settings, problems):
             elif name not in seen:
                 seen[name] = variable
             command = entry.get("command")
-            if not _one_line(command):
+            # env(1) starts it (templates/asgi_app.command.service.j2): a leading '-' would be env's option.
+            if not _one_line(command) or command.lstrip().startswith("-"):
                 problems.append(
                     f"{variable} has the command {command!r} for '{name}': give the command line that runs it, on "
-                    "one line, such as 'arq worker.WorkerSettings'. systemd splits it into words (no shell: write "
-                    "sh -c '...' for one) and finds it in the live release's virtualenv first.")
+                    "one line and starting with the program, such as 'arq worker.WorkerSettings'. systemd splits it "
+                    "into words (no shell: write sh -c '...' for one) and finds it in the live release's virtualenv "
+                    "first.")
             stop_timeout = entry.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
             if not _whole_number(stop_timeout, 1):
                 problems.append(
