@@ -15,7 +15,8 @@ from .settings import REDIS
 async def lifespan(app):
     app.state.redis = await create_pool(REDIS)
     yield
-    await app.state.redis.aclose()
+    # redis-py 5 names it aclose; 4, which arq allows too, close.
+    await getattr(app.state.redis, "aclose", app.state.redis.close)()
 
 
 async def health(request):
