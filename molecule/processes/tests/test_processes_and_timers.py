@@ -25,9 +25,10 @@ def pids(lines):
     return [int(line) for line in lines if line.strip()]
 
 
-def started(log_lines, version):
-    """{pid: instance} of the workers of a version, from workers.log ("TIME worker VERSION PID INSTANCE")."""
-    return {int(words[3]): words[4] for words in (line.split() for line in log_lines)
+def started(log_lines, version, field=4):
+    """{pid: instance} of the workers of a version, from workers.log ("TIME worker VERSION PID INSTANCE
+    CODE"); field=5: {pid: the directory its code runs from}."""
+    return {int(words[3]): words[field] for words in (line.split() for line in log_lines)
             if words[1] == "worker" and words[2] == version}
 
 
@@ -65,9 +66,11 @@ def test_the_web_service_and_the_workers_went_live_on_version_2_together(record)
     assert all(after) and not set(before) & set(after)
     assert set(started(record["workers_log_3"], "2")) >= set(after)
     # The web service's and the workers' code: the same release, found through `current`.
-    web, *workers = record["cwd_2"]
+    web = record["health_2"]["code"]
+    code = started(record["workers_log_3"], "2", field=5)
+    print(f"\nweb service: {web}\nworkers: {[code[pid] for pid in after]}")
     assert web.startswith("/opt/jobs/releases/") and web.endswith("/app")
-    assert workers == [web, web]
+    assert [code[pid] for pid in after] == [web, web]
 
 
 def test_a_worker_runs_with_the_web_services_user_environment_and_sandbox(record):

@@ -1,6 +1,7 @@
 """The web app: its version, and jobs enqueued for the worker."""
 
 import contextlib
+import os
 
 from arq import create_pool
 from starlette.applications import Starlette
@@ -20,7 +21,8 @@ async def lifespan(app):
 
 
 async def health(request):
-    return JSONResponse({"status": "ok", "version": VERSION})
+    """Its version, and the directory its code runs from (the release `current` pointed to)."""
+    return JSONResponse({"status": "ok", "version": VERSION, "code": os.getcwd()})
 
 
 async def enqueue(request):

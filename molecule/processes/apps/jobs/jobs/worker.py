@@ -18,7 +18,7 @@ async def slow(ctx, seconds):
 async def startup(ctx):
     if not WORKER_STARTS:
         raise RuntimeError(f"the worker of version {VERSION} cannot start (on purpose)")
-    note("workers.log", "worker", VERSION, os.getpid(), os.environ.get("ASGI_APP_INSTANCE", "?"))
+    note("workers.log", "worker", VERSION, os.getpid(), os.environ.get("ASGI_APP_INSTANCE", "?"), os.getcwd())
 
 
 class WorkerSettings:
