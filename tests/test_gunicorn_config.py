@@ -24,6 +24,7 @@ VARIANTS = {
     "long graceful timeout, no access log": {"asgi_app_graceful_timeout": 120,
                                              "asgi_app_access_log": False},
     "gunicorn 23 (no control socket)": {"asgi_app_gunicorn_version": "23.0.0"},
+    "json access lines": {"asgi_app_access_log_format": "json"},
 }
 
 
@@ -98,3 +99,15 @@ def test_the_config_says_why_this_many_workers(rendered):
 
 def test_control_socket_only_where_gunicorn_has_one(rendered):
     assert "control_socket" not in runpy.run_path(str(rendered(VARIANTS["gunicorn 23 (no control socket)"])))
+
+
+@pytest.mark.parametrize("overrides, uvicorns_lines", [
+    ({}, True),
+    ({"asgi_app_access_log_format": "json"}, False),  # the worker's JSON lines instead
+    ({"asgi_app_access_log_format": "json", "asgi_app_access_log": False}, True),  # no lines at all
+])
+def test_json_access_lines_take_the_place_of_uvicorns(rendered, overrides, uvicorns_lines):
+    config = rendered(overrides)
+    kwargs = runpy.run_path(str(config))["worker_class"].CONFIG_KWARGS
+    assert kwargs.get("access_log", True) is uvicorns_lines
+    assert ('access_log_format="json"' in config.read_text()) is not uvicorns_lines

@@ -168,6 +168,10 @@ BAD = {
     "timer with instances": ({"asgi_app_timers": [{"name": "cleanup", "command": "x", "on_calendar": "daily",
                                                    "instances": 2}]},
                              "asgi_app_timers has instances for 'cleanup', which it does not know", "on_calendar"),
+    "json access lines from the native asgi worker": (
+        {"asgi_app_worker_class": "asgi", "asgi_app_access_log_format": "json"},
+        "asgi_app_access_log_format is 'json' with asgi_app_worker_class 'asgi'",
+        "Set asgi_app_worker_class: uvicorn_worker.UvicornWorker (the default), or asgi_app_access_log_format: text"),
 }
 
 
@@ -240,6 +244,16 @@ def test_all_problems_are_reported_at_once(inputs):
 
 def test_good_settings_have_no_problems(inputs):
     assert inputs.check_inputs(GOOD)["problems"] == []
+
+
+@pytest.mark.parametrize("settings", [
+    {"asgi_app_access_log_format": "json"},
+    {"asgi_app_access_log_format": "text", "asgi_app_worker_class": "asgi"},
+    # No access lines at all: the format does not matter.
+    {"asgi_app_access_log_format": "json", "asgi_app_worker_class": "asgi", "asgi_app_access_log": False},
+])
+def test_access_log_formats_that_work(inputs, settings):
+    assert inputs.check_inputs({**GOOD, **settings})["problems"] == []
 
 
 @pytest.mark.parametrize("bind, parts", [

@@ -92,6 +92,17 @@ def check_worker_class(worker_class, gunicorn_version, problems, warnings):
     return {"kind": "uvicorn", "module": module, "class": cls}
 
 
+def check_access_log_format(settings, worker, problems):
+    """JSON access lines are written by the role's Uvicorn worker (asgi_app_worker.JsonAccessLines):
+    gunicorn's native asgi worker writes its own lines, in its own format."""
+    if (settings.get("asgi_app_access_log", True) and settings.get("asgi_app_access_log_format") == "json"
+            and worker and worker["kind"] == "asgi"):
+        problems.append(
+            "asgi_app_access_log_format is 'json' with asgi_app_worker_class 'asgi': JSON access lines are "
+            "written by the role's Uvicorn worker, and gunicorn's native asgi worker writes only its own. "
+            f"Set asgi_app_worker_class: {SUPPORTED_WORKER} (the default), or asgi_app_access_log_format: text.")
+
+
 def check_bind(bind, socket_dir, problems):
     text = str(bind)
     if text.startswith("unix:"):
@@ -514,6 +525,7 @@ def check_inputs(settings):
     processes, timers = check_units(settings, problems)
     worker = check_worker_class(settings.get("asgi_app_worker_class"),
                                 settings.get("asgi_app_gunicorn_version"), problems, warnings)
+    check_access_log_format(settings, worker, problems)
     bind = check_bind(settings.get("asgi_app_bind"), settings["socket_dir"], problems)
     check_bind_is_free(settings.get("asgi_app_bind"), bind, name, settings.get("apps") or [], problems)
     check_allow_from(settings.get("asgi_app_allow_from"), bind, settings.get("asgi_app_proxy"), problems, warnings)

@@ -22,7 +22,9 @@ to the Uvicorn worker what a deploy without a stall needs:
 - **Limits on a request's head**: its size, its header fields, and the time a client may take to
   send it (Uvicorn has none), so that a worker exposed without nginx holds against slow and
   endless headers.
-- **Access lines in batches**, so that writing them does not cost as much CPU as the requests.
+- **Access lines in batches**, so that writing them does not cost as much CPU as the requests;
+  as Uvicorn writes them, or one JSON object per request with its status, duration and request id
+  (``X-Request-ID``, taken from the request when sane, else made, and sent back).
 - **Workers that cost little to replace** (``max_requests``): the master imports what each
   worker's Uvicorn would import and freezes what it holds (``gc.freeze``), so that a new worker
   neither imports nor copies the app's memory; a worker that ends cleanly skips the interpreter's
@@ -42,13 +44,16 @@ import atexit
 import gc
 import importlib
 import importlib.util
+import itertools
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 import threading
 import time
+from json.encoder import encode_basestring_ascii as quote
 
 # Where a worker marks itself ready, inside gunicorn's worker_tmp_dir (the service's own runtime
 # directory, emptied when it stops).
@@ -297,19 +302,34 @@ async def call_health(app, path, host, state, timeout=5.0):
 
 def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_graceful_shutdown,
                          health_path="/health", health_host="localhost", uvicorn_options=None,
-                         max_header_bytes=65536, max_headers=100, header_timeout=10.0):
+                         max_header_bytes=65536, max_headers=100, header_timeout=10.0,
+                         access_log_format="text"):
     """The worker class for gunicorn_config.py's ``worker_class``: `base` (a UvicornWorker, as a
-    dotted path) with this module's server and protocol, and these Uvicorn settings."""
+    dotted path) with this module's server and protocol, and these Uvicorn settings.
+
+    With ``access_log_format="json"`` each worker wraps its app in JsonAccessLines, writing to
+    the batched access log (batch_access_log), and Uvicorn's own access lines are off.
+    """
     from uvicorn import Server
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     module_name, _dot, class_name = base.rpartition(".")
     base_class = getattr(importlib.import_module(module_name), class_name)
     check_health = os.environ.get("ASGI_APP_CHECK_HEALTH") == "1"
+    if access_log_format not in ("text", "json"):
+        raise ValueError(f"access_log_format is {access_log_format!r}: 'text' or 'json'")
+    json_lines = access_log_format == "json"
+    access_log = batch_access_log() if json_lines else None
 
     class _Server(Server):
         async def startup(self, sockets=None):
             self.lifespan.state["asgi_app_shutdown"] = self.shutting_down = asyncio.Event()
+            # The app the health path is asked of in-process: no access line for it.
+            self.app_unlogged = self.config.loaded_app
+            if json_lines:
+                # Outside Uvicorn's proxy-headers middleware, whose client it logs; the
+                # protocols and the lifespan take the app from the config when they start.
+                self.config.loaded_app = JsonAccessLines(self.config.loaded_app, access_log.write)
             if check_health:
                 # uvicorn's Server.startup runs the lifespan startup, then takes connections:
                 # the health path is answered between the two.
@@ -333,7 +353,7 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
             started = time.monotonic()
             while not self.should_exit:
                 try:
-                    status, body = await call_health(self.config.loaded_app, health_path, health_host,
+                    status, body = await call_health(self.app_unlogged, health_path, health_host,
                                                      self.lifespan.state)
                 except Exception as error:  # noqa: BLE001 - what the app raised is the answer
                     status, body = 0, f"{type(error).__name__}: {error}"
@@ -376,7 +396,9 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
     limits = hasattr(AutoHTTPProtocol, "on_headers_complete")  # httptools, not h11
     max_lines = max_headers + 2  # the request line, the headers, the empty line
 
-    class _HTTPProtocol(*([RequestHeadLimits] if limits else []), AutoHTTPProtocol):
+    mixins = ([RequestHeadLimits] if limits else []) + ([RequestBegan] if limits and json_lines else [])
+
+    class _HTTPProtocol(*mixins, AutoHTTPProtocol):
         head_max_bytes, head_max_lines, head_timeout = max_header_bytes, max_lines, header_timeout
         head_deadline = None
 
@@ -406,6 +428,8 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
             # The same limit on a request's head when Uvicorn parses with h11 (without httptools).
             "h11_max_incomplete_event_size": max_header_bytes,
             **(uvicorn_options or {}),
+            # JsonAccessLines writes the access lines: Uvicorn's would be a second line per request.
+            **({"access_log": False} if json_lines else {}),
         }
 
         async def _serve(self):
@@ -541,9 +565,11 @@ class AccessLog(logging.Logger):
         self.batch, self.size, self.pending, self.batch_lock = [], 0, False, threading.Lock()
 
     def info(self, msg, *args, **kwargs):
-        if not self.isEnabledFor(logging.INFO):
-            return
-        line = (msg % args if args else msg) + "\n"
+        if self.isEnabledFor(logging.INFO):
+            self.write((msg % args if args else msg) + "\n")
+
+    def write(self, line):
+        """Add `line` (with its newline) to the batch (JsonAccessLines writes here)."""
         with self.batch_lock:
             self.batch.append(line)
             self.size += len(line)
@@ -577,3 +603,118 @@ def batch_access_log():
     if not isinstance(logger, AccessLog):
         raise RuntimeError("uvicorn.access was created before asgi_app_worker could batch it")
     return logger
+
+
+# --- Access lines as JSON ----------------------------------------------------------------------
+
+# A request's X-Request-ID is kept when it is one such token (a UUID, a ULID, a trace id such as
+# "Root=1-5759e988-bd862e3fe1be46a994272793"): nothing that can end a line, quote, or grow a log.
+REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._:+/=-]{1,128}")
+# The scope key under which the protocol puts the monotonic time of a request's first byte
+# (RequestBegan); a request without it (Uvicorn's h11 protocol) is timed from the app's call.
+REQUEST_BEGAN = "asgi_app.request_began"
+EMPTY = '""'  # an empty JSON string
+
+
+class RequestBegan:
+    """For uvicorn's httptools protocol: note in a request's scope when its first byte was parsed
+    (``time.monotonic()``), so that its duration counts reading the request, as nginx's
+    $request_time does. (uvicorn internals: HttpToolsProtocol.on_message_begin creates the scope.)"""
+
+    def on_message_begin(self):
+        super().on_message_begin()
+        self.scope[REQUEST_BEGAN] = time.monotonic()
+
+
+class JsonAccessLines:
+    """ASGI middleware: one JSON object per HTTP request and per WebSocket, on one line, written
+    to `write` (an AccessLog's, batched) when the request ends, in place of Uvicorn's line, which
+    has neither the duration nor the request id. Lifespan passes through.
+
+    - ``time``: when the line was made, the end of the request (UTC, milliseconds), as nginx's.
+    - ``duration``: seconds from the request's first byte (RequestBegan) to its last body message
+      sent; for a WebSocket the connection's life, from its handshake request read to its end.
+    - ``status``: the response's; for a WebSocket 101 once accepted, 403 if closed before, the
+      denial response's status; 500 if the app sent none (what Uvicorn answers then).
+    - ``request_id``: the request's X-Request-ID if it is a sane token (REQUEST_ID_RE), or else
+      32 hex digits, this worker's random prefix and a count (unique without a system call); the
+      app finds it in the scope's headers (any other X-Request-ID is removed) and the response
+      carries it, unless the app set its own.
+    - ``client``: the address as the app sees it, after Uvicorn's proxy headers (this middleware
+      wraps Uvicorn's ProxyHeadersMiddleware, which sets the scope's client in place).
+    - ``bytes`` of the response's body, ``user_agent`` (its first 256 characters), ``query``,
+      ``scheme``, ``http_version``.
+
+    Cheap, it runs for every request: one pass over the request's headers, a line put together
+    from its parts (what comes from the client escaped by json's C function: a quarter of what
+    json.dumps of a dict costs), the time formatted once a second.
+    """
+
+    def __init__(self, app, write):
+        self.app, self.write = app, write
+        self.second, self.second_text = -1, ""
+        # Made in the worker (the server's startup): each worker has its own prefix.
+        self.id_prefix, self.id_count = os.urandom(8).hex(), itertools.count()
+
+    async def __call__(self, scope, receive, send):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            return await self.app(scope, receive, send)
+        began = scope.get(REQUEST_BEGAN) or time.monotonic()
+        headers = scope["headers"]
+        request_id = user_agent = None
+        ids = 0
+        for name, value in headers:
+            if name == b"x-request-id":
+                request_id, ids = value, ids + 1
+            elif name == b"user-agent":
+                user_agent = value
+        if ids != 1 or not REQUEST_ID_RE.fullmatch(request_id):
+            request_id = f"{self.id_prefix}{next(self.id_count):016x}".encode()
+            kept = [header for header in headers if header[0] != b"x-request-id"] if ids else list(headers)
+            kept.append((b"x-request-id", request_id))
+            scope = {**scope, "headers": kept}
+        status = sent = 0
+        ended = None
+
+        async def send_and_note(message):
+            nonlocal status, sent, ended
+            kind = message["type"]
+            if kind == "http.response.body":
+                sent += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    ended = time.monotonic()
+            elif kind == "http.response.start" or kind == "websocket.accept" \
+                    or kind == "websocket.http.response.start":
+                status = message.get("status", 101)
+                response_headers = message.get("headers") or ()
+                for name, _value in response_headers:
+                    if name.lower() == b"x-request-id":
+                        break
+                else:
+                    message = {**message, "headers": [*response_headers, (b"x-request-id", request_id)]}
+            elif kind == "websocket.close" and not status:
+                status = 403
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            duration = (ended or time.monotonic()) - began
+            client, query = scope.get("client"), scope["query_string"]
+            # Escaped: what a client or a proxy sends. The method and HTTP version are tokens the
+            # server's parser checks.
+            self.write(
+                f'{{"time":"{self.timestamp()}","request_id":"{request_id.decode()}",'
+                f'"method":"{scope.get("method", "GET")}","path":{quote(scope["path"])},'
+                f'"query":{quote(query.decode("latin-1")) if query else EMPTY},"status":{status or 500},'
+                f'"duration":{duration:.6f},"bytes":{sent},"client":{quote(client[0]) if client else "null"},'
+                f'"scheme":{quote(scope.get("scheme", "http"))},"http_version":"{scope.get("http_version", "1.1")}",'
+                f'"user_agent":{quote(user_agent[:256].decode("latin-1")) if user_agent else "null"}}}\n')
+
+    def timestamp(self):
+        """Now, as 2026-12-05T07:12:03.042Z."""
+        second, milliseconds = divmod(int(time.time() * 1000), 1000)
+        if second != self.second:
+            self.second, self.second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self.second_text}.{milliseconds:03d}Z"
