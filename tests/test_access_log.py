@@ -3,6 +3,7 @@ gunicorn with the role's gunicorn_config.py, against the pinned versions and the
 accepts (the fixtures of tests/test_worker_module.py): one line per request, none lost when a
 worker is replaced or stops, and request ids that a client cannot use to forge lines."""
 
+import asyncio
 import json
 import re
 import signal
@@ -12,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -209,3 +211,28 @@ def test_json_lines_with_the_h11_worker(serve, tmp_path, python):
     lines = access_lines(log)
     assert ids == ["h11-0", "h11-1", "h11-2"] and [line["request_id"] for line in lines] == ids, lines
     assert all(line["status"] == 200 and line["duration"] >= 0.199 for line in lines), lines
+
+
+def test_lines_still_in_their_batch_are_written_when_the_worker_exits(tmp_path, capsys):
+    """In-process: a JSON line whose batch's 0.1 s timer never fires (the event loop ended first)
+    is written by gunicorn's worker_exit hook. (In the gunicorns above the timer fires before the
+    loop ends: Uvicorn's shutdown takes longer.)"""
+    import asgi_app_worker
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def ignore(message):
+        pass
+
+    lines = asgi_app_worker.JsonAccessLines(app, asgi_app_worker.batch_access_log().write)
+    scope = {"type": "http", "method": "DELETE", "path": "/items/1", "query_string": b"", "headers": [],
+             "client": ("192.0.2.1", 5000), "scheme": "https", "http_version": "2"}
+    asyncio.run(lines(scope, None, ignore))
+    assert capsys.readouterr().out == ""
+    gunicorn = SimpleNamespace(cfg=SimpleNamespace(worker_tmp_dir=str(tmp_path)))
+    asgi_app_worker.worker_exit(gunicorn, SimpleNamespace(pid=1))
+    line = json.loads(capsys.readouterr().out)
+    assert (line["method"], line["path"], line["status"], line["client"], line["scheme"]) == (
+        "DELETE", "/items/1", 204, "192.0.2.1", "https")

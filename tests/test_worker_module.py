@@ -407,6 +407,12 @@ spawn = inspect.getsource(Arbiter.spawn_worker)  # worker_exit runs in a finally
 assert spawn.index("sys.exit(0)") < spawn.index("finally:") < spawn.index("cfg.worker_exit(self, worker)")
 assert "self.log = " in inspect.getsource(Arbiter.setup)
 assert "CONFIG_KWARGS" in inspect.getsource(UvicornWorker.__init__)
+# JSON access lines: the client the proxy headers set in the scope itself, the time of a request's
+# first byte in the scope on_message_begin makes, the app the lifespan takes once startup began.
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+assert 'scope["client"] = ' in inspect.getsource(ProxyHeadersMiddleware.__call__)
+assert "self.scope = " in inspect.getsource(HttpToolsProtocol.on_message_begin)
+assert "self.config.loaded_app" in inspect.getsource(LifespanOn.main)
 """
     result = subprocess.run([str(python), "-c", check], capture_output=True, text=True)
     assert result.returncode == 0, f"{versions(python)}: {result.stderr}"
