@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import time
 from pathlib import Path
 
 import httpx
@@ -169,3 +170,27 @@ def test_other_app_still_answers_http_websocket_and_sse(host, app_url, worker_pi
     sse = probes.sse_events(app_url + "/sse?count=3&interval=0.2", count=3)
     assert [event["id"] for event in sse.events] == ["0", "1", "2"]
     assert sse.smallest_gap > 0.1
+
+
+def test_other_app_logs_each_request_as_one_json_object(journal, app_url):
+    """chat writes JSON access lines (asgi_app_access_log_format: json): under a few thousand
+    requests across its workers, every one answered has its line, and every line parses."""
+    marker = f"json-{time.time_ns()}"
+    sent = probes.concurrent_get(f"{app_url}/health?probe={marker}", requests=2400, concurrency=24)
+    deadline = time.monotonic() + 10
+    while True:  # written in batches, each a fraction of a second after its requests
+        lines = [line for line in journal().splitlines() if marker in line]
+        if len(lines) >= sent.ok or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    entries = [json.loads(line) for line in lines]
+    durations = sorted(entry["duration"] for entry in entries)
+    print(f"\n{sent.ok} answered ({sent.failed} failed) by {len(sent.pids)} workers in {sent.elapsed:.1f} s; "
+          f"{len(lines)} JSON lines; duration p50 {durations[len(durations) // 2]:.6f} s, "
+          f"max {durations[-1]:.6f} s\nfirst: {lines[0]}")
+    assert sent.ok == 2400 and len(sent.pids) == 3
+    assert len(entries) == sent.ok
+    assert {(entry["method"], entry["path"], entry["query"], entry["status"]) for entry in entries} == {
+        ("GET", "/health", f"probe={marker}", 200)}
+    assert all(isinstance(entry["duration"], float) and 0 <= entry["duration"] < 60 for entry in entries)
+    assert len({entry["request_id"] for entry in entries}) == len(entries)
