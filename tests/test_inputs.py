@@ -172,6 +172,20 @@ BAD = {
         {"asgi_app_worker_class": "asgi", "asgi_app_access_log_format": "json"},
         "asgi_app_access_log_format is 'json' with asgi_app_worker_class 'asgi'",
         "Set asgi_app_worker_class: uvicorn_worker.UvicornWorker (the default), or asgi_app_access_log_format: text"),
+    "metrics from the native asgi worker": (
+        {"asgi_app_worker_class": "asgi", "asgi_app_metrics": True},
+        "asgi_app_metrics is true with asgi_app_worker_class 'asgi'",
+        "Set asgi_app_worker_class: uvicorn_worker.UvicornWorker (the default), or asgi_app_metrics: false"),
+    "metrics on a unix socket": ({"asgi_app_metrics": True, "asgi_app_metrics_listen": "unix:/run/shop-api/m.sock"},
+                                 "asgi_app_metrics_listen is 'unix:/run/shop-api/m.sock'", "'127.0.0.1:9464'"),
+    "metrics on the app's port": ({"asgi_app_metrics": True, "asgi_app_metrics_listen": "0.0.0.0:8000"},
+                                  "asgi_app_metrics_listen is '0.0.0.0:8000' and asgi_app_bind is '127.0.0.1:8000'",
+                                  "a port of their own"),
+    "metrics allowed from a name": ({"asgi_app_metrics": True, "asgi_app_metrics_allow_from": ["prometheus"]},
+                                    "asgi_app_metrics_allow_from has 'prometheus'", "'10.0.0.7'"),
+    "process named metrics": ({"asgi_app_processes": [{"name": "metrics", "command": "python -m stats"}]},
+                              "asgi_app_processes has the name 'metrics': shop-api-metrics.service is the role's own",
+                              "Choose another name"),
 }
 
 
@@ -385,3 +399,12 @@ def test_a_removal_needs_only_the_name_and_the_directories(inputs):
 def test_a_removal_still_checks_what_it_would_delete(inputs, overrides, names):
     problems = inputs.check_inputs({**GOOD, "asgi_app_state": "absent", **overrides})["problems"]
     assert len(problems) == 1 and names in problems[0], problems
+
+
+def test_metrics_come_back_as_the_service_that_serves_them(inputs):
+    checked = inputs.check_inputs({**GOOD, "asgi_app_metrics": True, "asgi_app_metrics_listen": "0.0.0.0:9464",
+                                   "asgi_app_metrics_allow_from": ["10.0.0.7", "10.1.0.0/16"]})
+    assert checked["problems"] == []
+    assert checked["metrics"] == {"name": "metrics", "command": "python -m asgi_app_metrics --listen 0.0.0.0:9464",
+                                  "stop_timeout": 10, "allow_from": ["10.0.0.7", "10.1.0.0/16"]}
+    assert inputs.check_inputs(GOOD)["metrics"] is None

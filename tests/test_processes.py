@@ -231,3 +231,39 @@ def test_systemd_analyze_verify_accepts_the_units(render_role, tmp_path):
         result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)], capture_output=True, text=True,
                                 timeout=30)
         assert result.returncode == 0 and not result.stderr.strip(), f"{name}: {result.stderr}"
+
+
+METRICS = {"name": "metrics", "command": "python -m asgi_app_metrics --listen 0.0.0.0:9464", "stop_timeout": 10,
+           "allow_from": ["10.0.0.7"]}
+
+
+def test_the_server_of_the_metrics_is_one_more_process_and_goes_when_turned_off(units):
+    plan = units.processes_plan([], "shop", [WORKER], [], METRICS)
+    assert [(item["unit"], item["kind"]) for item in plan["files"]] == [
+        ("shop-metrics.service", "metrics"), ("shop-worker@.service", "process")]
+    assert plan["run"] == ["shop-metrics.service", "shop-worker@1.service", "shop-worker@2.service"]
+    found = [{"unit": "shop-metrics.service", "enabled": ["shop-metrics.service"]}]
+    off = units.processes_plan(found, "shop", [], [])
+    assert (off["stop"], off["remove"]) == (["shop-metrics.service"], [f"{UNITS}/shop-metrics.service"])
+    live = units.processes_go_live(plan["run"], ["release"], [])["units"]
+    assert live[0] == {"unit": "shop-metrics.service", "state": "restarted"}
+
+
+def test_the_metrics_unit_may_be_reached_from_the_host_and_the_allowed_addresses_only(render_role, tmp_path):
+    variables = {"asgi_app_metrics": True, "asgi_app_metrics_listen": "0.0.0.0:9464",
+                 "asgi_app_metrics_allow_from": ["10.0.0.7"]}
+    [unit] = render_role.unit_files("shop", [], [], variables)
+    assert unit["entry"] == METRICS
+    text = render_role.render(unit["template"], TWO_CPUS, asgi_app_name="shop", asgi_app_module="shop.main:app",
+                              asgi_app_src="examples/app", __asgi_app_unit_item=unit, **variables)
+    lines = text.splitlines()
+    for line in ("ExecStart=/usr/bin/env python -m asgi_app_metrics --listen 0.0.0.0:9464", "IPAddressDeny=any",
+                 "IPAddressAllow=localhost 10.0.0.7", "TimeoutStopSec=10", "Restart=always",
+                 "ReadWritePaths=/var/lib/shop /run/shop/metrics", "WantedBy=multi-user.target"):
+        assert line in lines, line
+    assert '"PROMETHEUS_MULTIPROC_DIR=/run/shop/metrics"' in text and "ASGI_APP_INSTANCE" not in text
+    if shutil.which("systemd-analyze"):
+        (tmp_path / "shop-metrics.service").write_text(text)
+        result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "shop-metrics.service")],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and not result.stderr.strip(), result.stderr

@@ -34,6 +34,9 @@ REFERENCE_FILES = {"gunicorn_config.py": ("gunicorn_config.py.j2", {}),
 REFERENCE_PROCESSES = [{"name": "worker", "command": "arq example_app.worker.WorkerSettings", "stop_timeout": 300}]
 REFERENCE_TIMERS = [{"name": "cleanup", "command": "python -m example_app.cleanup", "on_calendar": "*-*-* 03:00",
                      "randomized_delay": 600}]
+# The server of the metrics (asgi_app_metrics) for a Prometheus on another host.
+REFERENCE_METRICS = {"asgi_app_metrics": True, "asgi_app_metrics_listen": "0.0.0.0:9464",
+                     "asgi_app_metrics_allow_from": ["10.0.0.7"]}
 
 
 def _filters(name):
@@ -81,14 +84,16 @@ def render(template, resources, ansible_managed="Ansible managed", **overrides):
     return templar.template(trust_as_template((ROLE / "templates" / template).read_text()))
 
 
-def unit_files(name, processes, timers):
-    """The plan's unit files (plugins/filter/asgi_app_processes.py) of the processes and timers, as
-    preflight checks them (plugins/filter/asgi_app_inputs.py)."""
-    problems = []
-    checked = _filters("asgi_app_inputs").check_units(
+def unit_files(name, processes, timers, metrics=None):
+    """The plan's unit files (plugins/filter/asgi_app_processes.py) of the processes and timers, and
+    of the server of the metrics with `metrics` (asgi_app_metrics* variables), as preflight checks
+    them (plugins/filter/asgi_app_inputs.py)."""
+    problems, inputs = [], _filters("asgi_app_inputs")
+    checked = inputs.check_units(
         {"asgi_app_name": name, "asgi_app_processes": processes, "asgi_app_timers": timers}, problems)
+    server = inputs.check_metrics(metrics or {}, {"kind": "uvicorn"}, None, problems)
     assert not problems, problems
-    return _filters("asgi_app_processes").processes_plan([], name, *checked)["files"]
+    return _filters("asgi_app_processes").processes_plan([], name, *checked, server)["files"]
 
 
 def reference_files():
@@ -101,6 +106,9 @@ def reference_files():
     for unit in unit_files(REFERENCE_VARS["asgi_app_name"], REFERENCE_PROCESSES, REFERENCE_TIMERS):
         files[unit["unit"]] = render(unit["template"], REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS,
                                      **units, __asgi_app_unit_item=unit)
+    for unit in unit_files(REFERENCE_VARS["asgi_app_name"], [], [], REFERENCE_METRICS):
+        files[unit["unit"]] = render(unit["template"], REFERENCE_HOST, ansible_managed=note, **REFERENCE_VARS,
+                                     **REFERENCE_METRICS, __asgi_app_unit_item=unit)
     return files
 
 

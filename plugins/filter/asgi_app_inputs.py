@@ -103,6 +103,52 @@ def check_access_log_format(settings, worker, problems):
             f"Set asgi_app_worker_class: {SUPPORTED_WORKER} (the default), or asgi_app_access_log_format: text.")
 
 
+# Seconds the metrics' server gets from SIGTERM: it answers nothing longer than a scrape.
+METRICS_STOP_TIMEOUT = 10
+
+
+def check_metrics(settings, worker, bind, problems):
+    """asgi_app_metrics: the role's Uvicorn worker counts the requests (asgi_app_metrics.RequestMetrics),
+    and NAME-metrics.service serves them on asgi_app_metrics_listen to the host and
+    asgi_app_metrics_allow_from. Returns that service as the processes plan takes it, or None."""
+    if not settings.get("asgi_app_metrics"):
+        return None
+    before = len(problems)
+    if worker and worker["kind"] == "asgi":
+        problems.append(
+            "asgi_app_metrics is true with asgi_app_worker_class 'asgi': the requests are counted by the role's "
+            "Uvicorn worker, which gunicorn's native asgi worker is not. Set asgi_app_worker_class: "
+            f"{SUPPORTED_WORKER} (the default), or asgi_app_metrics: false.")
+    listen = str(settings.get("asgi_app_metrics_listen", "127.0.0.1:9464"))
+    host, sep, port = listen.rpartition(":")
+    if not sep or not HOST_RE.match(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        problems.append(
+            f"asgi_app_metrics_listen is '{listen}': give host:port, such as '127.0.0.1:9464' (the host itself) "
+            "or '0.0.0.0:9464' (with asgi_app_metrics_allow_from, for a Prometheus on another host).")
+    elif bind and not bind["unix_socket"] and port == bind["port"] and (
+            host == bind["host"] or {host, bind["host"]} & WILDCARD_HOSTS):
+        problems.append(
+            f"asgi_app_metrics_listen is '{listen}' and asgi_app_bind is '{settings.get('asgi_app_bind')}': the "
+            "metrics need a port of their own. Use another port, such as 9464.")
+    allowed = settings.get("asgi_app_metrics_allow_from") or []
+    if not isinstance(allowed, list):
+        problems.append(f"asgi_app_metrics_allow_from is {allowed!r}: give a list of addresses or prefixes, "
+                        "for example ['10.0.0.7'] (the Prometheus server).")
+        allowed = []
+    for entry in allowed:
+        try:
+            ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            if str(entry) not in ALLOW_KEYWORDS:
+                problems.append(
+                    f"asgi_app_metrics_allow_from has '{entry}': not an IP address or prefix (such as "
+                    f"'10.0.0.7' or '10.0.0.0/24'), nor one of {', '.join(sorted(ALLOW_KEYWORDS))}.")
+    if len(problems) > before:
+        return None
+    return {"name": "metrics", "command": f"python -m asgi_app_metrics --listen {listen}",
+            "stop_timeout": METRICS_STOP_TIMEOUT, "allow_from": [str(entry) for entry in allowed]}
+
+
 def check_bind(bind, socket_dir, problems):
     text = str(bind)
     if text.startswith("unix:"):
@@ -332,7 +378,8 @@ def check_release_commands(commands, once, problems):
 # The app's processes and timers (asgi_app_processes, asgi_app_timers) are units named NAME-<name>,
 # beside the role's own NAME-standby.service and NAME-handover.service.
 RESERVED_UNIT_NAMES = {"standby": "the standby that serves while the service restarts",
-                       "handover": "the restart through the standby"}
+                       "handover": "the restart through the standby",
+                       "metrics": "the server of the metrics, asgi_app_metrics"}
 UNIT_SETTINGS = {
     "asgi_app_processes": {"name", "command", "instances", "stop_timeout"},
     "asgi_app_timers": {"name", "command", "on_calendar", "randomized_delay", "stop_timeout"},
@@ -363,7 +410,8 @@ def _unit_name_problem(variable, name, app, seen, others):
         where = "once more" if seen[name] == variable else f"and {seen[name]} has it too"
         return (f"{variable} has the name '{name}' {where}: each process and timer is a unit named "
                 f"{app}-<name>, so give each a name of its own.")
-    owner = next((other for other in others if unit in (other, f"{other}-standby", f"{other}-handover")), None)
+    owner = next((other for other in others if unit in (other, *(f"{other}-{own}" for own in RESERVED_UNIT_NAMES))),
+                 None)
     if owner:
         return (f"{variable} has the name '{name}': {unit}.service is a unit of {owner}, another app on this "
                 "host. Choose another name.")
@@ -484,7 +532,7 @@ def check_inputs(settings):
     check_app_dirs(settings, problems)
     if state == "absent":
         return {"worker": None, "bind": None, "release_commands": [], "processes": [], "timers": [],
-                "warnings": warnings, "problems": problems}
+                "metrics": None, "warnings": warnings, "problems": problems}
     module = str(settings.get("asgi_app_module") or "")
     refused = app_spec_problem(module)
     if refused:
@@ -528,13 +576,14 @@ def check_inputs(settings):
     check_access_log_format(settings, worker, problems)
     bind = check_bind(settings.get("asgi_app_bind"), settings["socket_dir"], problems)
     check_bind_is_free(settings.get("asgi_app_bind"), bind, name, settings.get("apps") or [], problems)
+    metrics = check_metrics(settings, worker, bind, problems)
     check_allow_from(settings.get("asgi_app_allow_from"), bind, settings.get("asgi_app_proxy"), problems, warnings)
     check_source_findings(settings.get("source_findings") or [], settings.get("source") or "",
                           bool(settings.get("asgi_app_source_check_strict")), problems, warnings)
     for warning in warnings:
         Display().warning(warning)
     return {"worker": worker, "bind": bind, "release_commands": release_commands, "processes": processes,
-            "timers": timers, "warnings": warnings, "problems": problems}
+            "timers": timers, "metrics": metrics, "warnings": warnings, "problems": problems}
 
 
 class FilterModule:

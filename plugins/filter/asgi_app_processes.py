@@ -1,4 +1,5 @@
-"""The app's processes and timers (asgi_app_processes, asgi_app_timers) as systemd units.
+"""The app's processes and timers (asgi_app_processes, asgi_app_timers), and the server of its
+metrics (asgi_app_metrics), as systemd units.
 
 A process is a template unit, NAME-<name>@.service, run as instances NAME-<name>@1.service ... up
 to its `instances`; a timer is NAME-<name>.timer with the oneshot service it starts,
@@ -13,7 +14,7 @@ import re
 
 UNIT_DIR = "/etc/systemd/system"
 TEMPLATES = {"process": "asgi_app.command.service.j2", "timer-service": "asgi_app.command.service.j2",
-             "timer": "asgi_app.timer.j2"}
+             "timer": "asgi_app.timer.j2", "metrics": "asgi_app.command.service.j2"}
 # A process restarts onto a new release or environment; a timer's service runs the live release
 # anyway at its next run.
 RESTARTED_BY = {"release", "environment"}
@@ -24,10 +25,16 @@ def unit_file(unit):
     return re.sub(r"@[^@/]*\.service$", "@.service", unit)
 
 
-def processes_plan(found, name, processes, timers):
+def processes_plan(found, name, processes, timers, metrics=None):
     """What to write, run, stop and remove, from the checked inputs (asgi_app_check_inputs'
-    `processes` and `timers`) and `found`, host_resources.py's `app.units` (before this run)."""
+    `processes`, `timers` and `metrics`) and `found`, host_resources.py's `app.units` (before this
+    run). The server of the metrics (asgi_app_metrics) is one more process, NAME-metrics.service,
+    a single unit."""
     files, run = [], []
+    if metrics:
+        unit = f"{name}-metrics.service"
+        files.append({"unit": unit, "kind": "metrics", "entry": metrics})
+        run.append(unit)
     for process in processes:
         unit = f"{name}-{process['name']}@.service"
         files.append({"unit": unit, "kind": "process", "entry": process})

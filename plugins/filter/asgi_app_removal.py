@@ -19,7 +19,7 @@ SYSTEM_IDS = range(100, 1000)
 # What the role writes into each of the app's directories; *.sock files are the socket unit's.
 ROLE_ENTRIES = {"root": {"releases", "current"},
                 "config": {"gunicorn_config.py", "environment", "environment.candidate"},
-                "socket": {"gunicorn", "standby"}}
+                "socket": {"gunicorn", "standby", "metrics"}}
 
 
 def _ours(kind, entry):

@@ -29,6 +29,10 @@ to the Uvicorn worker what a deploy without a stall needs:
   worker's Uvicorn would import and freezes what it holds (``gc.freeze``), so that a new worker
   neither imports nor copies the app's memory; a worker that ends cleanly skips the interpreter's
   teardown, which would write to every object it inherited.
+- **Metrics** (``keep_metrics``, asgi_app_metrics): each worker counts its requests in
+  prometheus_client's multiprocess files (asgi_app_metrics.RequestMetrics), and the master folds
+  the files of each worker that exits into the directory's archive, so the counts add up across
+  workers, their replacement and restarts.
 - **Workers go before the master** when the service passes its memory limit: each raises its own
   OOM score, so the kernel kills a worker, which gunicorn replaces, not the master and all of them.
 
@@ -67,6 +71,10 @@ _notify_socket = None
 READY_SIGNAL = signal.SIGURG
 # gunicorn's master (its Arbiter), set in the master before the first fork (on_starting).
 _arbiter = None
+# The metrics directory (PROMETHEUS_MULTIPROC_DIR) when the service keeps metrics (keep_metrics),
+# and the master's counter of worker exits, made at the first.
+_metrics_dir = None
+_worker_exits = None
 
 
 # --- Readiness -------------------------------------------------------------------------------
@@ -83,6 +91,10 @@ def on_starting(server):
     _notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
     _arbiter = server
     signal.signal(READY_SIGNAL, _tell_systemd_when_all_serve)
+    if _metrics_dir:
+        import asgi_app_metrics
+
+        asgi_app_metrics.fold_dead(_metrics_dir)
     import_what_workers_load(server.worker_class, server.log)
     freeze_shared_objects()
 
@@ -156,8 +168,28 @@ def prefer_to_be_killed_first(raise_by=500, path="/proc/self/oom_score_adj"):
 
 
 def child_exit(server, worker):
-    """gunicorn hook (master): a worker that exited, however, no longer counts as ready."""
+    """gunicorn hook (master): a worker that exited, however, no longer counts as ready; with
+    metrics, its counts go to the archive and the exit is counted."""
+    global _worker_exits
     _forget(server.cfg, worker.pid)
+    if _metrics_dir:
+        import asgi_app_metrics
+
+        asgi_app_metrics.fold(_metrics_dir, worker.pid)
+        if _worker_exits is None:
+            _worker_exits = asgi_app_metrics.worker_exits()
+        _worker_exits.inc()
+
+
+def keep_metrics(directory):
+    """gunicorn_config.py, with asgi_app_metrics: count requests in each worker and fold the
+    files of workers that exit, in `directory` (the service's PROMETHEUS_MULTIPROC_DIR). An app
+    that serves its own metrics with prometheus_client reads them under the directory's lock."""
+    global _metrics_dir
+    import asgi_app_metrics
+
+    _metrics_dir = directory
+    asgi_app_metrics.guard_collectors()
 
 
 def worker_exit(server, worker):
@@ -326,6 +358,11 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
             self.lifespan.state["asgi_app_shutdown"] = self.shutting_down = asyncio.Event()
             # The app the health path is asked of in-process: no access line for it.
             self.app_unlogged = self.config.loaded_app
+            if _metrics_dir:
+                import asgi_app_metrics
+
+                self.config.loaded_app = asgi_app_metrics.RequestMetrics(
+                    self.config.loaded_app, asgi_app_metrics.ServiceMetrics(), REQUEST_BEGAN)
             if json_lines:
                 # Outside Uvicorn's proxy-headers middleware, whose client it logs; the
                 # protocols and the lifespan take the app from the config when they start.
@@ -396,7 +433,10 @@ def uvicorn_worker_class(base="uvicorn_worker.UvicornWorker", *, timeout_gracefu
     limits = hasattr(AutoHTTPProtocol, "on_headers_complete")  # httptools, not h11
     max_lines = max_headers + 2  # the request line, the headers, the empty line
 
-    mixins = ([RequestHeadLimits] if limits else []) + ([RequestBegan] if limits and json_lines else [])
+    # The time of a request's first byte, for its JSON line's duration and its metrics' (keep_metrics
+    # comes first in gunicorn_config.py).
+    timed = limits and (json_lines or _metrics_dir)
+    mixins = ([RequestHeadLimits] if limits else []) + ([RequestBegan] if timed else [])
 
     class _HTTPProtocol(*mixins, AutoHTTPProtocol):
         head_max_bytes, head_max_lines, head_timeout = max_header_bytes, max_lines, header_timeout
