@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import probes
 
@@ -194,3 +195,61 @@ def test_other_app_logs_each_request_as_one_json_object(journal, app_url):
         ("GET", "/health", f"probe={marker}", 200)}
     assert all(isinstance(entry["duration"], float) and 0 <= entry["duration"] < 60 for entry in entries)
     assert len({entry["request_id"] for entry in entries}) == len(entries)
+
+
+# chat's metrics (asgi_app_metrics), read on the host as a Prometheus there would: the text format
+# of chat-metrics.service, parsed with prometheus_client's parser.
+SCRAPE = ("import urllib.request; "
+          "print(urllib.request.urlopen('http://127.0.0.1:9464/metrics', timeout=5).read().decode())")
+
+
+def scrape(host):
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(host.check_output(f"python3 -c {shlex.quote(SCRAPE)}"))
+            for sample in family.samples}
+
+
+def answered(values):
+    return sum(value for (name, _labels), value in values.items() if name == "asgi_app_http_requests_total")
+
+
+def test_other_app_metrics_count_every_request_across_its_workers_and_one_recycled(host, app_url, worker_pids):
+    """N requests across chat's three workers, one of its workers replaced in between (SIGTERM: it
+    finishes what it holds, gunicorn starts another): the requests counter rises by exactly N, the
+    latency histogram counts each, the exit is counted, nothing is left in flight."""
+    before = scrape(host)
+    first = probes.concurrent_get(f"{app_url}/health", requests=1500, concurrency=15)
+    workers = worker_pids()
+    host.run_expect([0], f"kill -TERM {workers[0]}")
+    deadline = time.monotonic() + 30
+    while (len(worker_pids()) != 3 or workers[0] in worker_pids()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    second = probes.concurrent_get(f"{app_url}/health", requests=1500, concurrency=15)
+    sent = first.ok + second.ok
+    deadline = time.monotonic() + 5
+    while answered(after := scrape(host)) - answered(before) < sent and time.monotonic() < deadline:
+        time.sleep(0.2)  # a count is written as its response ends, a moment after the client has it
+    counted = answered(after) - answered(before)
+    exits = after[("asgi_app_worker_exits_total", ())] - before.get(("asgi_app_worker_exits_total", ()), 0)
+    histogram = (after[("asgi_app_http_request_duration_seconds_count", ())]
+                 - before[("asgi_app_http_request_duration_seconds_count", ())])
+    print(f"\nasgi_app_http_requests_total before {answered(before):.0f}, after {answered(after):.0f}: "
+          f"+{counted:.0f} for {sent} requests answered ({first.failed + second.failed} failed) by "
+          f"{len(first.pids | second.pids)} workers; worker exits +{exits:.0f}; histogram count +{histogram:.0f}")
+    assert first.failed == second.failed == 0 and sent == 3000
+    assert len(first.pids | second.pids) >= 4  # three, and the one in place of the replaced
+    assert counted == sent and histogram == sent
+    assert exits == 1
+    assert after[("asgi_app_http_requests_in_flight", ())] == 0
+
+
+def test_other_app_metrics_are_refused_from_outside_the_host(host):
+    """The metrics port, published on the machine: its packets come from outside the host (Docker's
+    bridge), which chat-metrics.service drops (IPAddressDeny=any; the host itself only)."""
+    unit = host.check_output("systemctl show -p IPAddressDeny -p IPAddressAllow chat-metrics.service")
+    with pytest.raises(httpx.HTTPError) as refused:
+        httpx.get(os.environ["ASGI_APP_METRICS_URL"] + "/metrics", timeout=5)
+    print(f"\n{unit}\nfrom the machine: {type(refused.value).__name__}; from the host: "
+          f"{len(scrape(host))} samples")
+    assert "IPAddressDeny=0.0.0.0/0 ::/0" in unit or "IPAddressDeny=any" in unit, unit
+    assert scrape(host)
