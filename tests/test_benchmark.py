@@ -266,3 +266,17 @@ def test_handover_facts_from_the_units_sampled_states_and_memory():
     assert bench.go_live.handover_facts(samples) == {
         "standby_start_s": 4.1, "service_restart_s": 5.5, "standby_stop_s": 0.4, "overlap_s": 10.4,
         "steady_mb": 70, "peak_mb": 155, "peak_service_mb": 80, "peak_standby_mb": 75, "samples": 8}
+
+
+def test_json_lines_and_metrics_are_told_as_a_share_of_the_default():
+    data = results(RPS)
+    for key, rps in (("json_log", 7776), ("metrics", 7452)):
+        data["servers"][key] = {"key": key, "label": f"{key} label", "workers": 3, "rss_mb": 60.0,
+                                "runs": [bench.asdict(bench.Run("json", 256, rps, 1.0, 2.0, 0, {}, rps * 6, [rps]))]}
+    lines = bench.observability_section(data)
+    assert lines == [
+        "- JSON access lines (asgi_app_access_log_format: json): 7,776 req/s against the default's 8,100, "
+        "96.0 % of it (a cost of 4.0 %); p99 2.0 ms",
+        "- metrics (asgi_app_metrics: true): 7,452 req/s against the default's 8,100, 92.0 % of it "
+        "(a cost of 8.0 %); p99 2.0 ms"]
+    assert bench.observability_section(results(RPS)) == ["Not measured in this run."]

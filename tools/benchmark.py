@@ -89,6 +89,11 @@ def servers(cores: int, role_workers: int, latency: float) -> list[Server]:
                f"--threads 4 --bind 127.0.0.1:{ROLE_PORT + 2} --no-control-socket", workers=gthread_workers),
         Server("uvicorn_worker", "role: gunicorn + UvicornWorker (default)", "role", ROLE_PORT,
                role_vars={}, workers=role_workers),
+        # What each costs on the CPU-light endpoint, where a request's own work is smallest.
+        Server("json_log", "role: UvicornWorker, JSON access lines", "role", ROLE_PORT,
+               role_vars={"asgi_app_access_log_format": "json"}, workers=role_workers, io=False),
+        Server("metrics", "role: UvicornWorker, metrics on", "role", ROLE_PORT,
+               role_vars={"asgi_app_metrics": True}, workers=role_workers, io=False),
         Server("asgi", "role: gunicorn native asgi worker", "role", ROLE_PORT,
                role_vars={"asgi_app_worker_class": "asgi"}, workers=role_workers),
         Server("uvicorn", "bare uvicorn --workers N, no logging", "role's N", ROLE_PORT + 5,
@@ -440,6 +445,21 @@ def against_bare_uvicorn(results: dict) -> str:
     return "\n".join(lines)
 
 
+def observability_section(results: dict) -> list[str]:
+    """JSON access lines and metrics, each against the default deployment's JSON row."""
+    servers_ = results["servers"]
+    default = next((r["rps"] for r in servers_.get("uvicorn_worker", {}).get("runs", []) if r["test"] == "json"), None)
+    lines = []
+    for key, what in (("json_log", "JSON access lines (asgi_app_access_log_format: json)"),
+                      ("metrics", "metrics (asgi_app_metrics: true)")):
+        run = next((r for r in servers_.get(key, {}).get("runs", []) if r["test"] == "json"), None)
+        if run and default:
+            share = 100 * run["rps"] / default
+            lines.append(f"- {what}: {run['rps']:,.0f} req/s against the default's {default:,.0f}, "
+                         f"{share:.1f} % of it (a cost of {100 - share:.1f} %); p99 {run['p99_ms']:,.1f} ms")
+    return lines or ["Not measured in this run."]
+
+
 def restarts_sentence(results: dict) -> str:
     restarted = [f"{s['label']} {'once' if s['restarts'] == 1 else str(s['restarts']) + ' times'}"
                  for s in results["servers"].values() if s.get("restarts")]
@@ -545,6 +565,14 @@ def render_markdown(results: dict, chart_path: str = "benchmarks/worker-types.pn
         "## Access log",
         "",
         access_log_sentence(results.get("access_log")),
+        "",
+        "## JSON access lines and metrics",
+        "",
+        "The JSON endpoint (the rows above) with one JSON object per request in the journal instead of "
+        "Uvicorn's text line, and with every request counted for Prometheus (asgi_app_metrics), against the "
+        "default deployment's row:",
+        "",
+        *observability_section(results),
         "",
         "## Worker recycling",
         "",
