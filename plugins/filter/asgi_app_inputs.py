@@ -131,18 +131,7 @@ def check_metrics(settings, worker, bind, problems):
             f"asgi_app_metrics_listen is '{listen}' and asgi_app_bind is '{settings.get('asgi_app_bind')}': the "
             "metrics need a port of their own. Use another port, such as 9464.")
     allowed = settings.get("asgi_app_metrics_allow_from") or []
-    if not isinstance(allowed, list):
-        problems.append(f"asgi_app_metrics_allow_from is {allowed!r}: give a list of addresses or prefixes, "
-                        "for example ['10.0.0.7'] (the Prometheus server).")
-        allowed = []
-    for entry in allowed:
-        try:
-            ipaddress.ip_network(str(entry), strict=False)
-        except ValueError:
-            if str(entry) not in ALLOW_KEYWORDS:
-                problems.append(
-                    f"asgi_app_metrics_allow_from has '{entry}': not an IP address or prefix (such as "
-                    f"'10.0.0.7' or '10.0.0.0/24'), nor one of {', '.join(sorted(ALLOW_KEYWORDS))}.")
+    check_addresses("asgi_app_metrics_allow_from", allowed, ("10.0.0.7", "10.0.0.0/24"), problems)
     if len(problems) > before:
         return None
     return {"name": "metrics", "command": f"python -m asgi_app_metrics --listen {listen}",
@@ -177,23 +166,32 @@ def check_bind(bind, socket_dir, problems):
 ALLOW_KEYWORDS = {"any", "localhost", "link-local", "multicast"}
 
 
-def check_allow_from(allowed, bind, proxy, problems, warnings):
-    """asgi_app_allow_from: the addresses that may connect to the app's TCP socket (systemd's
-    IPAddressAllow= on the socket unit). Empty on an address other hosts reach: a warning that
-    says what that exposes."""
-    allowed = allowed or []
+def check_addresses(variable, allowed, examples, problems):
+    """A list of addresses or prefixes that may connect (systemd's IPAddressAllow=), `examples` an
+    address and a prefix for the message. False when it is not a list at all."""
+    address, prefix = examples
     if not isinstance(allowed, list):
-        problems.append(f"asgi_app_allow_from is {allowed!r}: give a list of addresses or prefixes, "
-                        "for example ['10.0.0.5', '10.0.1.0/24'].")
-        return
+        problems.append(f"{variable} is {allowed!r}: give a list of addresses or prefixes, "
+                        f"for example ['{address}', '{prefix}'].")
+        return False
     for entry in allowed:
         try:
             ipaddress.ip_network(str(entry), strict=False)
         except ValueError:
             if str(entry) not in ALLOW_KEYWORDS:
                 problems.append(
-                    f"asgi_app_allow_from has '{entry}': not an IP address or prefix (such as "
-                    f"'10.0.0.5' or '10.0.1.0/24'), nor one of {', '.join(sorted(ALLOW_KEYWORDS))}.")
+                    f"{variable} has '{entry}': not an IP address or prefix (such as "
+                    f"'{address}' or '{prefix}'), nor one of {', '.join(sorted(ALLOW_KEYWORDS))}.")
+    return True
+
+
+def check_allow_from(allowed, bind, proxy, problems, warnings):
+    """asgi_app_allow_from: the addresses that may connect to the app's TCP socket (systemd's
+    IPAddressAllow= on the socket unit). Empty on an address other hosts reach: a warning that
+    says what that exposes."""
+    allowed = allowed or []
+    if not check_addresses("asgi_app_allow_from", allowed, ("10.0.0.5", "10.0.1.0/24"), problems):
+        return
     if not bind or bind["unix_socket"]:
         if allowed and bind:
             problems.append(
