@@ -25,6 +25,7 @@ class WorkerSettings:
     functions = [slow]
     on_startup = startup
     redis_settings = REDIS
-    # Less than the process's stop_timeout (converge.yml), so systemd never needs SIGKILL.
-    job_completion_wait = 60
+    # More than the scenario's longest job (70 s), less than the process's stop_timeout (90 s,
+    # molecule.yml), so a job is never cut short and systemd never needs SIGKILL.
+    job_completion_wait = 80
     max_jobs = 4
