@@ -45,24 +45,24 @@ def test_the_job_in_hand_finished_on_the_worker_that_began_it(record):
     job = record["job"]["job"]
     lines = [line.split() for line in record["jobs_log"] if job in line]
     assert [words[1] for words in lines] == ["start", "end"]
-    (started, _, _, version_start, pid_start), (ended, _, _, version_end, pid_end) = lines
+    (began, _, _, version_start, pid_start), (ended, _, _, version_end, pid_end) = lines
     assert version_start == version_end == "1" and pid_start == pid_end
     assert int(pid_start) in pids(record["workers_1"])
     # arq's "shutdown on SIGTERM" line from that worker's process, with the time journald got it.
     sigterm = next(float(line.split()[0]) for line in record["journal_2"]
                    if f"[{pid_start}]:" in line and "shutdown on SIGTERM" in line)
-    started, ended = float(started), float(ended)
+    began, ended = float(began), float(ended)
     web = record["health_2"]["version"]
     workers = sorted(set(started(record["workers_log_3"], "2").values()))
     print(f"\n| event | seconds after the job began | web service | workers |\n|---|---:|---|---|\n"
           f"| job {job} begins on worker {pid_start} (version 1) | 0 | 1 | 1, 1 |\n"
-          f"| the deploy of version 2 sends that worker SIGTERM | {sigterm - started:.1f} | 2 | stopping |\n"
-          f"| the job ends on that worker, which then exits | {ended - started:.1f} | 2 | stopping |\n"
+          f"| the deploy of version 2 sends that worker SIGTERM | {sigterm - began:.1f} | 2 | stopping |\n"
+          f"| the job ends on that worker, which then exits | {ended - began:.1f} | 2 | stopping |\n"
           f"| after the deploy | - | {web} | {', '.join(['2'] * len(pids(record['workers_2'])))} "
           f"(instances {', '.join(workers)}) |")
-    assert started < sigterm < ended
+    assert began < sigterm < ended
     # It ran its 70 s to the end: SIGTERM let it finish rather than cancel it.
-    assert ended - started >= 69.5
+    assert ended - began >= 69.5
 
 
 def test_no_worker_was_killed(record):
