@@ -223,3 +223,17 @@ def _answers(url):
         return httpx.get(url + "/metrics", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_made_up_methods_share_one_label_and_one_cached_child(python):
+    """In-process: 50 methods no standard names are counted as OTHER, and the worker's cache of
+    label children holds one entry for them, not fifty."""
+    metrics = asgi_app_metrics.ServiceMetrics()
+    for number in range(50):
+        metrics.count(f"MADEUP{number}", 405)
+    metrics.count("GET", 200)
+    assert sorted(metrics._by_label) == [("GET", 200), ("OTHER", 405)]
+    counted = {(sample.labels["method"], sample.labels["status"]): sample.value
+               for family in metrics.requests.collect() for sample in family.samples
+               if sample.name == "asgi_app_http_requests_total"}
+    assert counted == {("GET", "200"): 1.0, ("OTHER", "405"): 50.0}

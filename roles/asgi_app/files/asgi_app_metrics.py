@@ -163,10 +163,12 @@ class ServiceMetrics:
         self._by_label = {}
 
     def count(self, method, status):
-        key = (method, status)
+        # Keyed by the label, not by what the client sent: a client that makes up methods (h11
+        # takes any token) grows neither the series nor this cache.
+        key = (method if method in METHODS else "OTHER", status)
         child = self._by_label.get(key)
         if child is None:
-            child = self._by_label[key] = self.requests.labels(method if method in METHODS else "OTHER", str(status))
+            child = self._by_label[key] = self.requests.labels(key[0], str(status))
         child.inc()
 
 
