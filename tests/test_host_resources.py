@@ -1,6 +1,7 @@
 """host_resources.py on copies of /proc and /sys as hosts of several kinds show them."""
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -42,12 +43,26 @@ def importable(monkeypatch, host_resources):
 
 
 def test_bare_metal_cgroup_v2(tmp_path, host_resources, importable):
-    importable("ensurepip", "packaging")
+    importable("ensurepip")
     root = make_tree(tmp_path, {**base(), "/sys/fs/cgroup/cpu.max": "max 100000\n",
                                 "/sys/fs/cgroup/system.slice/cpu.max": "max 100000\n"})
     assert host_resources.collect(str(root)) == {
         "service_manager": "systemd", "online_cpus": 8, "affinity_cpus": 8, "cpu_quota": None,
-        "memory_mb": 16000, "nofile_hard": 524288, "python_venv": True, "apps": []}
+        "memory_mb": 16000, "nofile_hard": 524288, "python_venv": True, "apps": [],
+        "machine": platform.machine()}
+
+
+def test_uv_version(tmp_path, host_resources):
+    """The version of the uv binary the role installed, or "" for one that is missing or broken."""
+    uv = tmp_path / "uv"
+    uv.write_text("#!/bin/sh\necho 'uv 0.13.8 (x86_64-unknown-linux-gnu)'\n")
+    uv.chmod(0o755)
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    assert host_resources.collect(str(make_tree(tmp_path / "root", base())), uv=str(uv))["uv"] == "0.13.8"
+    assert host_resources.uv_version(str(broken)) == ""
+    assert host_resources.uv_version(str(tmp_path / "missing")) == ""
 
 
 @pytest.mark.parametrize("pid1, run_systemd, manager", [
@@ -73,10 +88,9 @@ def test_service_manager(tmp_path, host_resources, pid1, run_systemd, manager):
 
 
 @pytest.mark.parametrize("modules, ready", [
-    (("ensurepip", "packaging"), True),
+    (("ensurepip",), True),
     # Debian's python3.X without python3.X-venv has no ensurepip: `python3 -m venv` fails.
     (("packaging",), False),
-    (("ensurepip",), False),
     ((), False),
 ])
 def test_python_venv_support(tmp_path, host_resources, importable, modules, ready):

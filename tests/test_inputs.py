@@ -9,7 +9,7 @@ GOOD = {
     "asgi_app_package": "", "src_is_directory": True, "asgi_app_environment": {"DB_URL": "x"},
     "asgi_app_worker_class": "uvicorn_worker.UvicornWorker", "asgi_app_gunicorn_version": "27.0.1",
     "asgi_app_h11_min_version": "0.16.0", "asgi_app_bind": "127.0.0.1:8000",
-    "asgi_app_uvicorn_version": "0.54.0", "asgi_app_uvicorn_worker_version": "0.4.0",
+    "asgi_app_uvicorn_version": "0.54.0", "asgi_app_uvicorn_worker_version": "0.4.0", "asgi_app_uv_version": "0.13.8",
     "asgi_app_root": "/opt/shop-api", "asgi_app_config_dir": "/etc/shop-api", "socket_dir": "/run/shop-api",
     "asgi_app_state_dir": "/var/lib/shop-api", "asgi_app_writable_paths": [],
 }
@@ -91,6 +91,7 @@ BAD = {
                     "the role's worker is tested with uvicorn 0.30.0 and later. Use 0.30.0 or later."),
     "old h11": ({"asgi_app_h11_min_version": "0.14.0"}, "asgi_app_h11_min_version is '0.14.0'",
                 "CVE-2025-43859"),
+    "old uv": ({"asgi_app_uv_version": "0.9.5"}, "asgi_app_uv_version is '0.9.5'", "0.13.0 or later"),
     "not a version": ({"asgi_app_gunicorn_version": "latest"}, "asgi_app_gunicorn_version is 'latest'",
                       "not a version"),
     "bad environment name": ({"asgi_app_environment": {"DB-URL": "x"}}, "asgi_app_environment has the key 'DB-URL'",

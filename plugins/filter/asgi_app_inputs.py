@@ -30,7 +30,9 @@ FLOORS = {"asgi_app_gunicorn_version": ("23.0.0", "gunicorn before 23.0.0 allows
           # The oldest the role's worker module (files/asgi_app_worker.py) is tested against.
           "asgi_app_uvicorn_version": ("0.30.0", "the role's worker is tested with uvicorn 0.30.0 and later"),
           "asgi_app_uvicorn_worker_version": ("0.2.0", "the role's worker is tested with uvicorn-worker 0.2.0 "
-                                                       "and later")}
+                                                       "and later"),
+          # UV_SYSTEM_CERTS, with which uv trusts the host's certificate store as pip and apt do.
+          "asgi_app_uv_version": ("0.13.0", "the role's uv commands and settings are those of uv 0.13 and later")}
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 DOTTED = rf"{IDENTIFIER}(?:\.{IDENTIFIER})*"
 MODULE_PATH_RE = re.compile(rf"^{DOTTED}$")

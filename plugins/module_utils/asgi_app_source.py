@@ -104,11 +104,11 @@ def source_files(root, exclude=None):
     if not os.path.isdir(top):
         raise SourceError(f"{root} is not a directory")
     entries = []
-    _list_directory(top, "", _exclusion(exclude), entries, frozenset([_identity(os.stat(top))]))
+    _list_directory(top, "", exclusion(exclude), entries, frozenset([_identity(os.stat(top))]))
     return sorted(entries, key=lambda entry: entry.path)
 
 
-def _exclusion(patterns):
+def exclusion(patterns):
     """excluded(path, is_dir) for the exclude patterns, as the module's docstring describes."""
     if isinstance(patterns, str):
         raise SourceError(f"the exclude patterns are a list, not the string {patterns!r}")

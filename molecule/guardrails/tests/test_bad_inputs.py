@@ -44,6 +44,12 @@ CASES = {
     "h11 below 0.16": ({"asgi_app_h11_min_version": "0.15.0"}, ["asgi_app_h11_min_version is '0.15.0'"]),
     "unknown workload": ({"asgi_app_workload": "fast"}, ["asgi_app_workload", "io, mixed, cpu"]),
     "source directory missing": ({"asgi_app_src": "/nonexistent/app"}, ["asgi_app_src is '/nonexistent/app'"]),
+    "unknown installer": ({"asgi_app_installer": "poetry"}, ["asgi_app_installer", "uv, pip"]),
+    "pip for a uv.lock": ({"asgi_app_installer": "pip"},
+                          ["asgi_app_installer is 'pip', and the app's source has uv.lock", "asgi_app_installer: uv"]),
+    "gunicorn other than the lock's": ({"asgi_app_gunicorn_version": "26.0.1"},
+                                       ["the app's uv.lock pins gunicorn 27.0.1, and asgi_app_gunicorn_version is "
+                                        "'26.0.1'", "Set asgi_app_gunicorn_version: '27.0.1'"]),
 }
 
 

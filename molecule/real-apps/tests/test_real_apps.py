@@ -93,6 +93,20 @@ def test_converge_migrated_and_serves_1_0_0():
     record("converge: items 1.0.0 on both hosts, bigtree and djsite beside it", 0, 0, {})
 
 
+def test_items_holds_the_versions_its_hashed_requirements_pin_on_every_host():
+    """items' requirements.txt pins each package with its hashes: uv installed it with
+    --require-hashes, and the server packages after it without moving any of its pins."""
+    pinned = dict(re.findall(r"^([a-z0-9-]+)==(\S+) ", (REPO / "molecule/real-apps/apps/items/requirements.txt")
+                             .read_text(), re.MULTILINE))
+    assert len(pinned) >= 15, pinned
+    for host in APP_HOSTS:
+        frozen = dict(line.split("==") for line in target(host).check_output(
+            "/usr/local/lib/asgi-app/uv-0.13.8/uv pip freeze --python /opt/items/current/venv/bin/python")
+            .splitlines())
+        assert {name: frozen.get(name) for name in pinned} == pinned, host
+        assert {"gunicorn", "uvicorn", "uvicorn-worker"} <= set(frozen) - set(pinned), host
+
+
 def test_the_app_writes_rows_and_uploads():
     url = APP_HOSTS[FIRST_HOST]
     for name in ("anvil", "bellows", "chisel"):

@@ -19,9 +19,10 @@ import probes
 EVENTS = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "events"
 NAMES = ["steady state", "deploy 1.1.0", "config-only change", "environment-only change", "never ready",
          "kill -9 one worker", "rollback.yml", "systemctl start live-handover", "systemctl reload",
-         "max_requests recycling"]
+         "max_requests recycling", "tampered lock"]
 GRACEFUL = ["steady state", "deploy 1.1.0", "config-only change", "environment-only change", "never ready",
-            "rollback.yml", "systemctl start live-handover", "systemctl reload", "max_requests recycling"]
+            "rollback.yml", "systemctl start live-handover", "systemctl reload", "max_requests recycling",
+            "tampered lock"]
 # Each goes live through the standby: a new master, every worker replaced.
 NEW_MASTER = ["deploy 1.1.0", "config-only change", "environment-only change", "rollback.yml",
               "systemctl start live-handover"]
@@ -76,6 +77,17 @@ def test_a_change_whose_app_never_starts_is_refused_while_the_old_workers_serve(
     # The same master throughout (its workers are recycled by max_requests meanwhile).
     assert record["master_after"] == record["master_before"]
     assert set(record["versions"]) == {"1.1.0"}
+
+
+def test_a_lock_whose_hash_does_not_match_fails_its_release_while_the_running_one_serves(records):
+    record = records["tampered lock"]
+    message = " ".join(record["detail"])
+    print(f"\ntampered lock: {message[:700]}")
+    assert "failed to build its virtualenv with uv" in message
+    assert "install the app's uv.lock with its hashes checked" in message
+    assert "Hash mismatch for `anyio==" in message and "sha256:" + "0" * 64 in message
+    assert "and was removed; current still points to the running release" in message
+    assert record["master_after"] == record["master_before"]
 
 
 def test_a_killed_worker_costs_at_most_the_requests_it_was_serving(records):
@@ -145,5 +157,5 @@ def test_the_version_string_follows_the_deploy_and_the_rollback(records):
     for name in ["config-only change", "environment-only change", "never ready", "kill -9 one worker"]:
         assert served(name) == ("1.1.0", "1.1.0", {"1.1.0"}), name
     assert served("rollback.yml") == ("1.1.0", "1.0.0", {"1.0.0", "1.1.0"})
-    for name in ["systemctl start live-handover", "systemctl reload", "max_requests recycling"]:
+    for name in ["systemctl start live-handover", "systemctl reload", "max_requests recycling", "tampered lock"]:
         assert served(name) == ("1.0.0", "1.0.0", {"1.0.0"}), name

@@ -4,25 +4,29 @@ Read-only. The service manager: the name of PID 1 ("systemd" on a systemd host).
 CPUs, the CPU affinity of the service manager (PID 1, which services inherit) and the tightest
 cgroup CPU quota above the services' slice (cgroup v2 cpu.max or v1 cpu.cfs_quota_us). Memory:
 MemTotal and the tightest cgroup memory limit. Also the open-files hard limit services start
-with, and whether the interpreter running it already has what the role's virtualenvs need from
-the OS: ``ensurepip`` (Debian ships it only in python3.X-venv) and ``packaging`` (Ansible's pip
-module compares versions with it). The apps the role runs on this host already, found by the
-units it writes, so that a new one neither takes their port nor counts on their memory. With
-``--app-root``, what a deploy has left there: the release directories (mtime, and whether their
-build finished: ``.complete``) and the release ``current`` points to, so a re-run needs no other
-read of them; and, for a removal, what that directory and each ``--app-dir`` hold and the
-``--user`` and ``--group`` as /etc/passwd and /etc/group have them. With ``--app-name``, the units
-the role wrote for the app's processes and timers (each carries ``X-AsgiApp=NAME``, which systemd
-ignores) and which of them are enabled, so a deploy stops and removes those no longer listed. Runs with the target's
-python3 (asgi_app_python) and its standard library only; ``--root`` points it at a copy of
-/proc, /sys, /etc and the app's directories for tests.
+with, and whether the interpreter running it already has what pip's virtualenvs need from the
+OS: ``ensurepip``, which Debian ships only in python3.X-venv (uv needs nothing). The machine's
+architecture (uname -m) and, with ``--uv``, the version of the uv binary there ("" when it is
+missing or does not run), so the role fetches uv only for a host that lacks it. The apps the
+role runs on this host already, found by the units it writes, so that a new one neither takes
+their port nor counts on their memory. With ``--app-root``, what a deploy has left there: the
+release directories (mtime, and whether their build finished: ``.complete``) and the release
+``current`` points to, so a re-run needs no other read of them; and, for a removal, what that
+directory and each ``--app-dir`` hold and the ``--user`` and ``--group`` as /etc/passwd and
+/etc/group have them. With ``--app-name``, the units the role wrote for the app's processes and
+timers (each carries ``X-AsgiApp=NAME``, which systemd ignores) and which of them are enabled, so
+a deploy stops and removes those no longer listed. Runs with the target's python3
+(asgi_app_python) and its standard library only; ``--root`` points it at a copy of /proc, /sys,
+/etc and the app's directories for tests.
 """
 
 import argparse
 import importlib.util
 import json
 import os
+import platform
 import re
+import subprocess
 
 UNLIMITED_V1 = 1 << 60  # cgroup v1 reports "no memory limit" as a number near 2**63
 UNIT_DIR = "/etc/systemd/system"
@@ -127,7 +131,17 @@ def service_manager(root):
 
 def python_venv():
     """True when this interpreter has what the OS packages of install.yml add to it."""
-    return all(importlib.util.find_spec(name) is not None for name in ("ensurepip", "packaging"))
+    return importlib.util.find_spec("ensurepip") is not None
+
+
+def uv_version(path):
+    """The version the uv binary at PATH reports ("uv 0.13.8 (...)" -> "0.13.8"), or ""."""
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return ""
+    words = done.stdout.split()
+    return words[1] if done.returncode == 0 and len(words) > 1 and words[0] == "uv" else ""
 
 
 def app_state(root, app_root):
@@ -235,7 +249,7 @@ def accounts(root, user, group):
     return found
 
 
-def collect(root="/", app_root=None, app_dirs=(), user=None, group=None, app_name=None):
+def collect(root="/", app_root=None, app_dirs=(), user=None, group=None, app_name=None, uv=None):
     cgroups = pid1_cgroups(root)
     online = count_cpu_list(read(root, "/sys/devices/system/cpu/online")) or os.cpu_count()
     affinity = None
@@ -251,6 +265,8 @@ def collect(root="/", app_root=None, app_dirs=(), user=None, group=None, app_nam
         "memory_mb": memory_mb(root, cgroups),
         "nofile_hard": nofile_hard(root),
         "python_venv": python_venv(),
+        "machine": platform.machine(),
+        **({"uv": uv_version(uv)} if uv else {}),
         "apps": role_apps(root),
         **({"app": {**app_state(root, app_root),
                     "entries": {path: entries(root, path) for path in (app_root, *app_dirs)},
@@ -268,6 +284,7 @@ if __name__ == "__main__":
     parser.add_argument("--user", help="the app's user, to read from /etc/passwd with --app-root")
     parser.add_argument("--group", help="the app's group, to read from /etc/group with --app-root")
     parser.add_argument("--app-name", help="the app's name, to list its processes' and timers' units with --app-root")
+    parser.add_argument("--uv", help="the path of the uv binary the role installs, to report its version")
     args = parser.parse_args()
-    print(json.dumps(collect(args.root, args.app_root, args.app_dir, args.user, args.group, args.app_name),
+    print(json.dumps(collect(args.root, args.app_root, args.app_dir, args.user, args.group, args.app_name, args.uv),
                      sort_keys=True))

@@ -1,0 +1,269 @@
+"""How a release's virtualenv is built: the installer, what the app's source asks to install, and
+the server packages the role pins, checked against the app's lock.
+
+The asgi_app role builds each release's virtualenv with uv (the default) or pip. What goes into it
+comes from the app's source, in this order of precedence:
+
+- ``uv.lock`` beside ``pyproject.toml``: the environment is exactly the lock. uv exports it with
+  its hashes (``uv export --locked``, which fails when the lock no longer matches pyproject.toml)
+  and installs that export with ``--require-hashes``. The project itself runs from the release's
+  code directory, as with a requirements file (``uv sync`` would install it editable, pointing
+  there). Only uv reads uv.lock.
+- ``requirements.txt`` with ``--hash=`` options: installed with ``--require-hashes``, so a file
+  whose hash does not match is refused.
+- ``requirements.txt`` without hashes, a ``pyproject.toml`` project, or a package (a wheel, an
+  sdist or a pip requirement, asgi_app_package): installed with the server packages in one
+  resolution, so a requirement that conflicts with them is the installer's error.
+
+The server packages (gunicorn, uvicorn, uvicorn-worker, h11's floor, ...) are pinned by the role.
+With a lock or hashed requirements they are installed after it, constrained by it, so nothing the
+app locked moves; lock_conflicts() says before anything is installed where the app's lock pins one
+of them to another version than the role's variable, which is a problem the preflight reports.
+
+uv itself reaches the host as the binary of its wheel from the package index, at the pinned
+version: the controller fetches it with pip (its own index settings, certificates and proxy) and
+keeps it, packed, in its cache (fetch_uv(), ``python asgi_app_install.py fetch-uv``); the role
+unpacks it on each host that does not have that version yet.
+
+Standard library only. The collection's filter asgi_app_install_plan imports this module in
+Ansible's process, and the role runs this same file as a script on the controller to fetch uv.
+"""
+
+import argparse
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+
+try:  # Python 3.11 and later: every controller the supported ansible-core versions run on.
+    import tomllib
+except ImportError:  # pragma: no cover - read as "no lock" where tomllib is missing
+    tomllib = None
+
+# This file, as the role runs it: python SCRIPT fetch-uv ...
+SCRIPT = os.path.abspath(__file__)
+
+INSTALLERS = ("uv", "pip")
+UV_LOCK, HASHED, REQUIREMENTS, PYPROJECT, PACKAGE, NOTHING = (
+    "uv.lock", "requirements.txt with hashes", "requirements.txt", "pyproject.toml", "package", "nothing")
+# The file a lock is exported to, in the release directory: what the release installed, kept.
+LOCKED_REQUIREMENTS = "locked-requirements.txt"
+# The role variable behind each server package's pin, for the message of a conflict.
+SERVER_VARIABLES = {
+    "gunicorn": "asgi_app_gunicorn_version",
+    "uvicorn": "asgi_app_uvicorn_version",
+    "uvicorn-worker": "asgi_app_uvicorn_worker_version",
+    "h11": "asgi_app_h11_min_version",
+    "prometheus-client": "asgi_app_prometheus_client_version",
+}
+REQUIREMENT_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(==|>=)?\s*([^\s;,]*)")
+
+
+def normalize(name):
+    """A distribution's name as indexes compare it (PEP 503): case and runs of -_. do not count."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def version_tuple(text):
+    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:4])
+
+
+def _logical_lines(text):
+    """A requirements file's lines, continuation lines joined and comments removed."""
+    for line in re.sub(r"\\\r?\n", " ", text).splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        if line:
+            yield line
+
+
+def read_requirements(text):
+    """{"hashed": whether any requirement has --hash=, "pins": {name: [versions pinned with ==]}}."""
+    hashed, pins = False, {}
+    for line in _logical_lines(text):
+        hashed = hashed or "--hash=" in line
+        match = REQUIREMENT_RE.match(line)
+        if line.startswith("-") or not match:
+            continue
+        if match.group(2) == "==":
+            pins.setdefault(normalize(match.group(1)), []).append(match.group(3))
+    return {"hashed": hashed, "pins": pins}
+
+
+def read_uv_lock(text):
+    """{"pins": {name: [versions]}}. A lock may hold one package at several versions (for
+    different Python versions or platforms): each is a version the lock allows. The project and
+    the members of its workspace (an editable or a virtual source) are code, not pins."""
+    pins = {}
+    for package in tomllib.loads(text).get("package", []):
+        source = package.get("source", {})
+        if "editable" not in source and "virtual" not in source:
+            pins.setdefault(normalize(package["name"]), []).append(str(package.get("version", "")))
+    return {"pins": pins}
+
+
+def read_source(source, is_directory, excluded=None):
+    """What the app's source asks to install: {"kind", "file", "pins"}. excluded(path,
+    is_dir) says which files the release leaves out (asgi_app_src_exclude): those are not read."""
+    if not is_directory:
+        return {"kind": PACKAGE if source else NOTHING, "file": "", "pins": {}}
+
+    def text(name):
+        path = os.path.join(source, name)
+        if not os.path.isfile(path) or (excluded and excluded(name, False)):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+
+    lock, pyproject, requirements = text("uv.lock"), text("pyproject.toml"), text("requirements.txt")
+    if lock is not None:
+        return {"kind": UV_LOCK, "file": "uv.lock", **read_uv_lock(lock), "pyproject": pyproject is not None}
+    if requirements is not None:
+        read = read_requirements(requirements)
+        return {"kind": HASHED if read["hashed"] else REQUIREMENTS, "file": "requirements.txt", "pins": read["pins"]}
+    if pyproject is not None:
+        return {"kind": PYPROJECT, "file": "pyproject.toml", "pins": {}}
+    return {"kind": NOTHING, "file": "", "pins": {}}
+
+
+def server_pins(packages):
+    """{name: (operator, version)} of the role's server packages ("gunicorn==27.0.1", "h11>=0.16.0")."""
+    pins = {}
+    for package in packages:
+        match = REQUIREMENT_RE.match(package)
+        if match and match.group(2):
+            pins[normalize(match.group(1))] = (match.group(2), match.group(3))
+    return pins
+
+
+def lock_conflicts(read, packages):
+    """Where the app's lock pins a server package to a version the role's pin does not allow."""
+    problems = []
+    for name, (operator, wanted) in server_pins(packages).items():
+        locked = read["pins"].get(name)
+        if not locked:
+            continue
+        variable = SERVER_VARIABLES.get(name, name)
+        if operator == "==" and wanted not in locked:
+            problems.append(
+                f"the app's {read['file']} pins {name} {' or '.join(locked)}, and {variable} is '{wanted}': the "
+                f"role installs {name} {wanted} and would not keep the lock. Set {variable}: '{locked[0]}' to "
+                f"deploy the locked version, or update the lock to {name}=={wanted}.")
+        elif operator == ">=" and any(version_tuple(v) < version_tuple(wanted) for v in locked):
+            problems.append(
+                f"the app's {read['file']} pins {name} {' or '.join(locked)}, below {variable} ('{wanted}'), the "
+                f"oldest the role deploys: update the lock to {name}>={wanted}.")
+    return problems
+
+
+def install_steps(installer, read, uv, python, release_dir, code_dir, package, packages):
+    """The commands that build the release's virtualenv, in order: [{"name", "argv"}]."""
+    venv = f"{release_dir}/venv"
+    if installer == "uv":
+        steps = [{"name": "create the virtualenv", "argv": [uv, "venv", "--quiet", "--python", python, venv]}]
+        install = [uv, "pip", "install", "--python", f"{venv}/bin/python"]
+    else:
+        steps = [{"name": "create the virtualenv", "argv": [python, "-m", "venv", venv]}]
+        install = [f"{venv}/bin/pip", "install"]
+    kind = read["kind"]
+    if kind in (UV_LOCK, HASHED):
+        locked = f"{code_dir}/{read['file']}"
+        if kind == UV_LOCK:
+            locked = f"{release_dir}/{LOCKED_REQUIREMENTS}"
+            steps.append({"name": "export uv.lock with its hashes (fails if it does not match pyproject.toml)",
+                          "argv": [uv, "export", "--quiet", "--locked", "--no-dev", "--no-emit-project",
+                                   "--format", "requirements.txt", "--project", code_dir, "--output-file", locked]})
+        steps.append({"name": f"install the app's {read['file']} with its hashes checked",
+                      "argv": install + ["--require-hashes", "-r", locked]})
+        steps.append({"name": f"install the server packages, keeping what {read['file']} pins",
+                      "argv": install + ["-c", locked] + list(packages)})
+        return steps
+    app = {REQUIREMENTS: ["-r", f"{code_dir}/requirements.txt"], PYPROJECT: [code_dir],
+           PACKAGE: [package], NOTHING: []}[kind]
+    name = {REQUIREMENTS: "the app's requirements.txt", PYPROJECT: "the app's project",
+            PACKAGE: "the app's package", NOTHING: "nothing of the app's"}[kind]
+    steps.append({"name": f"install the server packages and {name}, resolved together",
+                  "argv": install + app + list(packages)})
+    return steps
+
+
+def install_plan(source, is_directory, installer, uv, python, release_dir, code_dir, package, packages,
+                 excluded=None):
+    """What the filter asgi_app_install_plan returns: how the source is installed, the steps, and
+    the problems that stop a deploy before anything changes."""
+    read = read_source(source, is_directory, excluded)
+    problems = []
+    if installer not in INSTALLERS:
+        problems.append(f"asgi_app_installer is '{installer}': use uv (the default) or pip.")
+    if read["kind"] == UV_LOCK and not read["pyproject"]:
+        problems.append("the app's source has uv.lock but no pyproject.toml, which the lock is made from: "
+                        "deploy the project's directory with both, as `uv lock` left them.")
+    if installer in INSTALLERS and read["kind"] == UV_LOCK and installer != "uv":
+        problems.append("asgi_app_installer is 'pip', and the app's source has uv.lock, which only uv reads: "
+                        "set asgi_app_installer: uv to deploy what the lock says, or remove uv.lock and "
+                        "give a requirements.txt.")
+    problems += lock_conflicts(read, packages)
+    return {**read, "installer": installer, "problems": problems, "script": SCRIPT,
+            "steps": install_steps(installer, read, uv, python, release_dir, code_dir, package, packages)}
+
+
+def _cache_home():
+    return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+
+def fetch_uv(version, machine, cache=None, python=sys.executable):
+    """The path of a .tar.gz holding uv VERSION's binary for a Linux host of architecture MACHINE,
+    from the wheel pip downloads from the controller's package index; kept in CACHE and reused."""
+    cache = cache or os.path.join(_cache_home(), "asgi.gunicorn")
+    os.makedirs(cache, exist_ok=True)
+    dest = os.path.join(cache, f"uv-{version}-{machine}.tar.gz")
+    if os.path.isfile(dest):
+        return dest
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        download = subprocess.run(
+            [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+             "--platform", f"manylinux_2_17_{machine}", "--dest", scratch, f"uv=={version}"],
+            capture_output=True, text=True, check=False)
+        wheels = [name for name in os.listdir(scratch) if name.endswith(".whl")]
+        if download.returncode != 0 or not wheels:
+            raise RuntimeError(f"pip could not download uv=={version} for {machine} Linux: "
+                               f"{(download.stderr or download.stdout).strip()}")
+        with zipfile.ZipFile(os.path.join(scratch, wheels[0])) as wheel:
+            binary = wheel.read(f"uv-{version}.data/scripts/uv")
+        packed = os.path.join(scratch, "uv.tar.gz")
+        with tarfile.open(packed, "w:gz", compresslevel=6) as archive:
+            info = tarfile.TarInfo("uv")
+            info.size, info.mode = len(binary), 0o755
+            archive.addfile(info, io.BytesIO(binary))
+        os.replace(packed, dest)
+    return dest
+
+
+# --- Command line --------------------------------------------------------------------------------
+# A command on the controller (the role runs `python asgi_app_install.py fetch-uv ...` there), never
+# code inside a module on a host, so it prints and exits as commands do; ansible-test's pylint,
+# which takes every file in module_utils for module code, would have it call exit_json instead.
+# pylint: disable=ansible-bad-function
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Fetch uv's binary for a Linux host from the package index.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser("fetch-uv", help="print the path of a .tar.gz holding uv's binary")
+    fetch.add_argument("--version", required=True, help="uv's version, such as 0.13.8")
+    fetch.add_argument("--machine", required=True, help="the host's architecture (uname -m), such as x86_64")
+    fetch.add_argument("--cache", help="where fetched binaries are kept (default: ~/.cache/asgi.gunicorn)")
+    args = parser.parse_args(argv)
+    try:
+        print(fetch_uv(args.version, args.machine, args.cache))
+    except (RuntimeError, KeyError, OSError) as exc:
+        print(f"asgi_app: cannot fetch uv {args.version}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
