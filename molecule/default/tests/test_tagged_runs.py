@@ -50,8 +50,9 @@ def test_a_tag_alone_succeeds_runs_its_step_and_changes_nothing(tag):
 
 def test_configure_alone_stops_when_the_inputs_name_a_release_not_built(host, app_name):
     config = host.file(f"/etc/{app_name}/gunicorn_config.py").sha256sum
-    # Another uvicorn-worker version names another release, which no run has built on the host.
-    rc, output, changed = deploy("--tags", "asgi_app_configure", asgi_app_uvicorn_worker_version="0.3.0")
+    # Another uv version names another release (the installer is part of its digest), which no run
+    # has built on the host.
+    rc, output, changed = deploy("--tags", "asgi_app_configure", asgi_app_uv_version="0.13.7")
     assert rc != 0, output
     assert f"{ROLE_TASK}Check that the release is built and checked]" in output, output
     assert "is not built on" in output and "--tags asgi_app_release" in output, output
