@@ -201,3 +201,26 @@ def test_a_uv_that_pip_cannot_fetch_is_an_error_with_pips_message(tmp_path):
                           capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 1 and "asgi_app: cannot fetch uv 0.0.0.0.1: pip could not download" in done.stderr
     assert not list(tmp_path.glob("*.tar.gz"))
+
+
+def test_the_export_step_refuses_a_lock_that_no_longer_matches_its_project(tmp_path):
+    """The plan's export step, run by this checkout's uv (offline): the example's lock exports with
+    a hash on every package; once pyproject.toml asks for more, the same step fails, saying why."""
+    uv = shutil.which("uv", path=str(REPO / ".venv" / "bin")) or shutil.which("uv")
+    source = shutil.copytree(EXAMPLE, tmp_path / "app")
+    release = tmp_path / "release"
+    release.mkdir()
+
+    def export():
+        step = asgi_app_install_plan(str(source), "uv", SERVER, PY, uv, str(release), str(source),
+                                     is_directory=True)["steps"][1]
+        return subprocess.run(step["argv"] + ["--offline"], capture_output=True, text=True, check=False)
+
+    done = export()
+    assert done.returncode == 0, done.stderr
+    exported = (release / install.LOCKED_REQUIREMENTS).read_text()
+    assert exported.count("==") >= 15 and exported.count("==") <= exported.count("--hash=sha256:")
+    pyproject = source / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"fastapi>=0.115,<1",', '"fastapi>=0.115,<1", "httpx>=0.28",'))
+    done = export()
+    assert done.returncode != 0 and "The lockfile at `uv.lock` needs to be updated" in done.stderr, done.stderr
