@@ -20,6 +20,13 @@ With a lock or hashed requirements they are installed after it, constrained by i
 app locked moves; lock_conflicts() says before anything is installed where the app's lock pins one
 of them to another version than the role's variable, which is a problem the preflight reports.
 
+With a wheelhouse (asgi_app_wheelhouse), the release's packages come from the index once per
+deploy: the first host of a batch that builds the release installs from the index, then makes a
+wheel of every package the virtualenv holds (pip's own wheel runs ``pip wheel --no-deps`` on the
+exact versions, and the build requirements of a project that is built on each host); the controller
+keeps them, and every other host installs from them with ``--no-index --find-links``, with the same
+steps, so hashes are checked against the lock again.
+
 uv itself reaches the host as the binary of its wheel from the package index, at the pinned
 version: the controller fetches it with pip (its own index settings, certificates and proxy) and
 keeps it, packed, in its cache (fetch_uv(), ``python asgi_app_install.py fetch-uv``); the role
@@ -52,6 +59,8 @@ UV_LOCK, HASHED, REQUIREMENTS, PYPROJECT, PACKAGE, NOTHING = (
     "uv.lock", "requirements.txt with hashes", "requirements.txt", "pyproject.toml", "package", "nothing")
 # The file a lock is exported to, in the release directory: what the release installed, kept.
 LOCKED_REQUIREMENTS = "locked-requirements.txt"
+# Where a host unpacks the deploy's wheelhouse, in the release directory, while it installs from it.
+WHEELHOUSE = "wheelhouse"
 # The role variable behind each server package's pin, for the message of a conflict.
 SERVER_VARIABLES = {
     "gunicorn": "asgi_app_gunicorn_version",
@@ -125,7 +134,9 @@ def read_source(source, is_directory, excluded=None):
         read = read_requirements(requirements)
         return {"kind": HASHED if read["hashed"] else REQUIREMENTS, "file": "requirements.txt", "pins": read["pins"]}
     if pyproject is not None:
-        return {"kind": PYPROJECT, "file": "pyproject.toml", "pins": {}}
+        build = tomllib.loads(pyproject).get("build-system", {})
+        return {"kind": PYPROJECT, "file": "pyproject.toml", "pins": {},
+                "build_requires": list(build.get("requires", ["setuptools>=40.8.0"]))}
     return {"kind": NOTHING, "file": "", "pins": {}}
 
 
@@ -159,15 +170,17 @@ def lock_conflicts(read, packages):
     return problems
 
 
-def install_steps(installer, read, uv, python, release_dir, code_dir, package, packages):
-    """The commands that build the release's virtualenv, in order: [{"name", "argv"}]."""
+def install_steps(installer, read, uv, python, release_dir, code_dir, package, packages, wheelhouse=None):
+    """The commands that build the release's virtualenv, in order: [{"name", "argv"}]; with a
+    wheelhouse directory, from it alone (no index)."""
     venv = f"{release_dir}/venv"
+    offline = ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
     if installer == "uv":
         steps = [{"name": "create the virtualenv", "argv": [uv, "venv", "--quiet", "--python", python, venv]}]
-        install = [uv, "pip", "install", "--python", f"{venv}/bin/python"]
+        install = [uv, "pip", "install", "--python", f"{venv}/bin/python"] + offline
     else:
         steps = [{"name": "create the virtualenv", "argv": [python, "-m", "venv", venv]}]
-        install = [f"{venv}/bin/pip", "install"]
+        install = [f"{venv}/bin/pip", "install"] + offline
     kind = read["kind"]
     if kind in (UV_LOCK, HASHED):
         locked = f"{code_dir}/{read['file']}"
@@ -175,7 +188,8 @@ def install_steps(installer, read, uv, python, release_dir, code_dir, package, p
             locked = f"{release_dir}/{LOCKED_REQUIREMENTS}"
             steps.append({"name": "export uv.lock with its hashes (fails if it does not match pyproject.toml)",
                           "argv": [uv, "export", "--quiet", "--locked", "--no-dev", "--no-emit-project",
-                                   "--format", "requirements.txt", "--project", code_dir, "--output-file", locked]})
+                                   "--format", "requirements.txt", "--project", code_dir, "--output-file", locked]
+                          + (["--offline"] if wheelhouse else [])})
         steps.append({"name": f"install the app's {read['file']} with its hashes checked",
                       "argv": install + ["--require-hashes", "-r", locked]})
         steps.append({"name": f"install the server packages, keeping what {read['file']} pins",
@@ -206,8 +220,13 @@ def install_plan(source, is_directory, installer, uv, python, release_dir, code_
                         "set asgi_app_installer: uv to deploy what the lock says, or remove uv.lock and "
                         "give a requirements.txt.")
     problems += lock_conflicts(read, packages)
+    arguments = (installer, read, uv, python, release_dir, code_dir, package, packages)
+    venv = f"{release_dir}/venv"
     return {**read, "installer": installer, "problems": problems, "script": SCRIPT,
-            "steps": install_steps(installer, read, uv, python, release_dir, code_dir, package, packages)}
+            "freeze": [uv, "pip", "freeze", "--python", f"{venv}/bin/python"] if installer == "uv"
+            else [f"{venv}/bin/pip", "freeze"],
+            "steps": install_steps(*arguments),
+            "wheelhouse_steps": install_steps(*arguments, wheelhouse=f"{release_dir}/{WHEELHOUSE}")}
 
 
 def _cache_home():
@@ -242,6 +261,25 @@ def fetch_uv(version, machine, cache=None, python=sys.executable):
     return dest
 
 
+def fetch_pip(version, cache=None, python=sys.executable):
+    """The path of pip VERSION's wheel (pure Python: it runs as ``python PIP.whl/pip``), from the
+    controller's package index, kept in CACHE and reused."""
+    cache = cache or os.path.join(_cache_home(), "asgi.gunicorn")
+    os.makedirs(cache, exist_ok=True)
+    dest = os.path.join(cache, f"pip-{version}-py3-none-any.whl")
+    if os.path.isfile(dest):
+        return dest
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        download = subprocess.run(
+            [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", scratch,
+             f"pip=={version}"], capture_output=True, text=True, check=False)
+        wheel = os.path.join(scratch, os.path.basename(dest))
+        if download.returncode != 0 or not os.path.isfile(wheel):
+            raise RuntimeError(f"pip could not download pip=={version}: {(download.stderr or download.stdout).strip()}")
+        os.replace(wheel, dest)
+    return dest
+
+
 # --- Command line --------------------------------------------------------------------------------
 # A command on the controller (the role runs `python asgi_app_install.py fetch-uv ...` there), never
 # code inside a module on a host, so it prints and exits as commands do; ansible-test's pylint,
@@ -250,17 +288,21 @@ def fetch_uv(version, machine, cache=None, python=sys.executable):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Fetch uv's binary for a Linux host from the package index.")
+    parser = argparse.ArgumentParser(description="Fetch uv's binary, or pip's wheel, from the package index.")
     commands = parser.add_subparsers(dest="command", required=True)
     fetch = commands.add_parser("fetch-uv", help="print the path of a .tar.gz holding uv's binary")
     fetch.add_argument("--version", required=True, help="uv's version, such as 0.13.8")
     fetch.add_argument("--machine", required=True, help="the host's architecture (uname -m), such as x86_64")
     fetch.add_argument("--cache", help="where fetched binaries are kept (default: ~/.cache/asgi.gunicorn)")
+    pip = commands.add_parser("fetch-pip", help="print the path of pip's wheel, which runs as python PIP.whl/pip")
+    pip.add_argument("--version", required=True, help="pip's version, such as 26.3")
+    pip.add_argument("--cache", help="where fetched wheels are kept (default: ~/.cache/asgi.gunicorn)")
     args = parser.parse_args(argv)
     try:
-        print(fetch_uv(args.version, args.machine, args.cache))
+        print(fetch_uv(args.version, args.machine, args.cache) if args.command == "fetch-uv"
+              else fetch_pip(args.version, args.cache))
     except (RuntimeError, KeyError, OSError) as exc:
-        print(f"asgi_app: cannot fetch uv {args.version}: {exc}", file=sys.stderr)
+        print(f"asgi_app: cannot fetch {args.command.removeprefix('fetch-')} {args.version}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,5 +1,6 @@
 """Two app hosts behind an nginx load balancer: WebSockets and SSE through it, the client's real
-address in the app, a rolling deploy under load with no failed request, and a real browser."""
+address in the app, a rolling deploy under load with no failed request, and a real browser. The
+second app host cannot reach a package index: each release came to it as the wheels the first made."""
 
 import json
 import os
@@ -14,6 +15,9 @@ import probes
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 APP_HOSTS = ["asgi-fleet-app-1", "asgi-fleet-app-2"]
 RECORD = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "events" / "1.json"
+WHEELHOUSES = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "wheelhouses"
+CONNECT = ("python3 -c \"import socket; socket.create_connection(('{target}', {port}), timeout=3).close(); "
+           "print('connected')\"")
 
 
 def target(name):
@@ -76,12 +80,41 @@ def test_a_browser_gets_sse_and_websocket_data_through_nginx(app_url):
     assert result["ws_echo"] == "echo: hello from the browser"
 
 
+def test_the_second_app_host_cannot_reach_the_package_index():
+    """Its only network is internal: no name resolves outside it, and no address outside answers,
+    not even the index's, which the first app host resolves and reaches."""
+    first, second = target(APP_HOSTS[0]), target(APP_HOSTS[1])
+    address = first.check_output("python3 -c \"import socket; print(socket.gethostbyname('pypi.org'))\"")
+    assert first.check_output(CONNECT.format(target=address, port=443)) == "connected"
+    for where in ("pypi.org", address):
+        tried = second.run(CONNECT.format(target=where, port=443))
+        print(f"\n{APP_HOSTS[1]} -> {where}:443: {tried.stderr.strip().splitlines()[-1]}")
+        assert tried.rc != 0 and ("resolution" in tried.stderr or "unreachable" in tried.stderr), tried.stderr
+
+
+def test_each_release_was_made_into_wheels_once_by_the_first_host_and_installed_from_them_on_the_second():
+    """One archive of wheels per release on the controller (1.0.0 and 1.1.0), made on the first host
+    (which has pip's wheel for it), installed on the second with the lock's hashes, none left on either."""
+    archives = sorted(path.name for path in WHEELHOUSES.iterdir())
+    releases = {name: sorted(target(name).check_output("ls /opt/fleet/releases").split()) for name in APP_HOSTS}
+    print(f"\nwheelhouses {archives}; releases {releases}")
+    assert releases[APP_HOSTS[0]] == releases[APP_HOSTS[1]] and len(releases[APP_HOSTS[0]]) == 2
+    assert archives == sorted(f"fleet-{release}.tar.gz" for release in releases[APP_HOSTS[0]])
+    first, second = target(APP_HOSTS[0]), target(APP_HOSTS[1])
+    assert first.check_output("ls /usr/local/lib/asgi-app").split() == ["pip-26.3-py3-none-any.whl", "uv-0.13.8"]
+    assert second.check_output("ls /usr/local/lib/asgi-app").split() == ["uv-0.13.8"]
+    freeze = "/usr/local/lib/asgi-app/uv-0.13.8/uv pip freeze --python /opt/fleet/current/venv/bin/python"
+    assert first.check_output(freeze) == second.check_output(freeze)
+    for host in (first, second):
+        assert not host.file("/opt/fleet/current/wheelhouse").exists
+        assert "--hash=sha256:" in host.file("/opt/fleet/current/locked-requirements.txt").content_string
+
+
 def test_an_app_host_accepts_connections_from_the_load_balancer_alone(lb):
     """asgi_app_allow_from: [the load balancer]: another host of the network, here the other app
     host, gets no connection to the app (its packets are dropped); the load balancer and the app
     host itself (the role's health check) do."""
-    connect = ("python3 -c \"import socket; socket.create_connection(('{target}', 8000), timeout=3).close(); "
-               "print('connected')\"")
+    connect = CONNECT.replace("{port}", "8000")
     other = target(APP_HOSTS[1])
     refused = other.run(connect.format(target=APP_HOSTS[0]))
     assert refused.rc != 0 and "timed out" in refused.stderr, (refused.rc, refused.stdout, refused.stderr)
@@ -89,4 +122,5 @@ def test_an_app_host_accepts_connections_from_the_load_balancer_alone(lb):
     itself = target(APP_HOSTS[0])
     assert itself.check_output(connect.format(target="127.0.0.1")) == "connected"
     socket_unit = itself.file("/etc/systemd/system/fleet.socket").content_string
-    assert "IPAddressDeny=any" in socket_unit and "IPAddressAllow=127.0.0.1 ::1 172.30.57.10" in socket_unit
+    assert "IPAddressDeny=any" in socket_unit
+    assert "IPAddressAllow=127.0.0.1 ::1 172.30.57.10 172.30.58.10" in socket_unit
