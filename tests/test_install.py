@@ -224,3 +224,39 @@ def test_the_export_step_refuses_a_lock_that_no_longer_matches_its_project(tmp_p
     pyproject.write_text(pyproject.read_text().replace('"fastapi>=0.115,<1",', '"fastapi>=0.115,<1", "httpx>=0.28",'))
     done = export()
     assert done.returncode != 0 and "The lockfile at `uv.lock` needs to be updated" in done.stderr, done.stderr
+
+
+def test_from_a_wheelhouse_the_same_steps_install_with_no_index(tmp_path):
+    """asgi_app_wheelhouse: a host that installs from the deploy's wheels runs the same steps, with
+    no index and the lock exported offline; a project built on each host names its build requirements."""
+    locked = plan(write(tmp_path / "app", {"uv.lock": LOCK, "pyproject.toml": "[project]\nname = 'shop'\n"}))
+    wheelhouse = ["--no-index", "--find-links", f"{RELEASE}/wheelhouse"]
+    assert [step["argv"] for step in locked["wheelhouse_steps"]] == [
+        locked["steps"][0]["argv"],
+        locked["steps"][1]["argv"] + ["--offline"],
+        UV_PIP + wheelhouse + ["--require-hashes", "-r", f"{RELEASE}/locked-requirements.txt"],
+        UV_PIP + wheelhouse + ["-c", f"{RELEASE}/locked-requirements.txt"] + SERVER,
+    ]
+    assert locked["freeze"] == [UV, "pip", "freeze", "--python", f"{RELEASE}/venv/bin/python"]
+    project = plan(write(tmp_path / "project", {"pyproject.toml": '[build-system]\nrequires = ["hatchling>=1.26"]\n'}),
+                   installer="pip")
+    assert project["build_requires"] == ["hatchling>=1.26"]
+    assert project["freeze"] == [f"{RELEASE}/venv/bin/pip", "freeze"]
+    assert project["wheelhouse_steps"][1]["argv"] == PIP + wheelhouse + [CODE] + SERVER
+
+
+def test_pip_is_fetched_once_as_its_wheel(tmp_path, monkeypatch):
+    calls = []
+
+    def pip_download(argv, **_):
+        calls.append(argv)
+        dest = argv[argv.index("--dest") + 1]
+        with zipfile.ZipFile(f"{dest}/pip-26.3-py3-none-any.whl", "w") as wheel:
+            wheel.writestr("pip/__main__.py", "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(install.subprocess, "run", pip_download)
+    first = install.fetch_pip("26.3", str(tmp_path), python="python3")
+    assert install.fetch_pip("26.3", str(tmp_path), python="python3") == first
+    assert first == str(tmp_path / "pip-26.3-py3-none-any.whl")
+    assert len(calls) == 1 and calls[0][-1] == "pip==26.3"
