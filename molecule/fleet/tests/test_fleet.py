@@ -110,6 +110,31 @@ def test_each_release_was_made_into_wheels_once_by_the_first_host_and_installed_
         assert "--hash=sha256:" in host.file("/opt/fleet/current/locked-requirements.txt").content_string
 
 
+def test_the_first_app_host_reaches_the_index_with_the_authorities_it_was_given_alone():
+    """Its own store does not trust the authority the packages come through here (prepare.yml left
+    it out); asgi_app_index_ca's bundle, which its installers read, does."""
+    first = target(APP_HOSTS[0])
+    fetch = ("python3 -c \"import ssl, urllib.request; print(urllib.request.urlopen('https://pypi.org/simple/', "
+             "timeout=10, context=ssl.create_default_context(cafile={cafile})).status)\"")
+    own = first.run(fetch.format(cafile=None))
+    assert own.rc != 0 and "CERTIFICATE_VERIFY_FAILED" in own.stderr, (own.stdout, own.stderr)
+    assert first.check_output(fetch.format(cafile="'/etc/fleet/installer/ca-bundle.pem'")) == "200"
+    bundle = first.file("/etc/fleet/installer/ca-bundle.pem")
+    assert (bundle.user, bundle.mode) == ("root", 0o644)
+
+
+def test_the_index_credentials_are_in_root_only_files_and_nowhere_else():
+    token = "fleet-index-token-5b2e"
+    for name in APP_HOSTS:
+        host = target(name)
+        for settings in ("uv.toml", "pip.conf"):
+            found = host.file(f"/etc/fleet/installer/{settings}")
+            assert (found.user, found.mode) == ("root", 0o600) and token in found.content_string, name
+        leaks = host.run(f"grep -rl {token} /opt/fleet /etc/fleet /etc/systemd/system /var/cache/asgi-app "
+                         f"--exclude-dir=installer; journalctl --no-pager -o cat | grep -c {token}")
+        assert leaks.stdout.split() == ["0"], (name, leaks.stdout)
+
+
 def test_an_app_host_accepts_connections_from_the_load_balancer_alone(lb):
     """asgi_app_allow_from: [the load balancer]: another host of the network, here the other app
     host, gets no connection to the app (its packets are dropped); the load balancer and the app
