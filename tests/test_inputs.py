@@ -92,6 +92,10 @@ BAD = {
     "old h11": ({"asgi_app_h11_min_version": "0.14.0"}, "asgi_app_h11_min_version is '0.14.0'",
                 "CVE-2025-43859"),
     "old uv": ({"asgi_app_uv_version": "0.9.5"}, "asgi_app_uv_version is '0.9.5'", "0.13.0 or later"),
+    "index not a url": ({"asgi_app_index_url": "pypi.example.com:s3cret"}, "asgi_app_index_url is not an http",
+                        "https://USER:TOKEN@pypi.example.com/simple/"),
+    "index ca missing": ({"asgi_app_index_ca": "/nonexistent/ca.pem"}, "asgi_app_index_ca is '/nonexistent/ca.pem'",
+                         "PEM file"),
     "not a version": ({"asgi_app_gunicorn_version": "latest"}, "asgi_app_gunicorn_version is 'latest'",
                       "not a version"),
     "bad environment name": ({"asgi_app_environment": {"DB-URL": "x"}}, "asgi_app_environment has the key 'DB-URL'",
@@ -409,3 +413,11 @@ def test_metrics_come_back_as_the_service_that_serves_them(inputs):
     assert checked["metrics"] == {"name": "metrics", "command": "python -m asgi_app_metrics --listen 0.0.0.0:9464",
                                   "stop_timeout": 10, "allow_from": ["10.0.0.7", "10.1.0.0/16"]}
     assert inputs.check_inputs(GOOD)["metrics"] is None
+
+
+def test_an_index_url_is_never_shown_in_a_message(inputs):
+    secret = "ftp://deploy:Tk-91b7@pypi.example.com/simple/"
+    problems = inputs.check_inputs({**GOOD, "asgi_app_index_url": secret})["problems"]
+    assert problems and not any("Tk-91b7" in problem or secret in problem for problem in problems)
+    assert inputs.check_inputs({**GOOD, "asgi_app_index_url": "https://deploy:Tk-91b7@pypi.example.com/simple/",
+                                "asgi_app_index_ca": "/etc/ca.pem", "index_ca_is_file": True})["problems"] == []

@@ -516,6 +516,18 @@ def check_request_head_limits(settings, problems):
             problems.append(f"{variable} is {value!r}: use at least {floor} {why}.")
 
 
+def check_index(settings, problems):
+    """asgi_app_index_url may hold credentials: a message names it, never its value."""
+    url = str(settings.get("asgi_app_index_url") or "")
+    if url and not re.match(r"^https?://[^/\s]+", url):
+        problems.append("asgi_app_index_url is not an http:// or https:// URL (its value is not shown: it may hold "
+                        "credentials): give the index's simple API, such as https://USER:TOKEN@pypi.example.com/simple/.")
+    ca = str(settings.get("asgi_app_index_ca") or "")
+    if ca and not settings.get("index_ca_is_file"):
+        problems.append(f"asgi_app_index_ca is '{ca}': there is no such file on the controller. Give a PEM file of "
+                        "the certificate authorities the installers trust besides the host's.")
+
+
 def check_inputs(settings):
     """settings: the role's public variables, the runtime directory (socket_dir) and the role's
     apps on the host (apps, from host_resources.py), as a dict."""
@@ -542,6 +554,7 @@ def check_inputs(settings):
             "factory called with literal arguments, 'package.module:create_app()'; an attribute of "
             "an attribute ('main:Holder.app') is neither, so give the application a name of its "
             "own in the module.")
+    check_index(settings, problems)
     src, package = settings.get("asgi_app_src") or "", settings.get("asgi_app_package") or ""
     if bool(src) == bool(package):
         problems.append(

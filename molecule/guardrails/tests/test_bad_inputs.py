@@ -47,6 +47,8 @@ CASES = {
     "unknown installer": ({"asgi_app_installer": "poetry"}, ["asgi_app_installer", "uv, pip"]),
     "pip for a uv.lock": ({"asgi_app_installer": "pip"},
                           ["asgi_app_installer is 'pip', and the app's source has uv.lock", "asgi_app_installer: uv"]),
+    "index authorities not on the controller": ({"asgi_app_index_ca": "/nonexistent/ca.pem"},
+                                                ["asgi_app_index_ca is '/nonexistent/ca.pem'", "PEM file"]),
     "gunicorn other than the lock's": ({"asgi_app_gunicorn_version": "26.0.1"},
                                        ["the app's uv.lock pins gunicorn 27.0.1, and asgi_app_gunicorn_version is "
                                         "'26.0.1'", "Set asgi_app_gunicorn_version: '27.0.1'"]),
