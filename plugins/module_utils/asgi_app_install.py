@@ -186,10 +186,12 @@ def install_steps(installer, read, uv, python, release_dir, code_dir, package, p
         locked = f"{code_dir}/{read['file']}"
         if kind == UV_LOCK:
             locked = f"{release_dir}/{LOCKED_REQUIREMENTS}"
+            # The lock is checked against the project alone: an index the deploy installs from
+            # (asgi_app_index_url) is not the lock's, and uv would take it for a change of the lock.
             steps.append({"name": "export uv.lock with its hashes (fails if it does not match pyproject.toml)",
                           "argv": [uv, "export", "--quiet", "--locked", "--no-dev", "--no-emit-project",
                                    "--format", "requirements.txt", "--project", code_dir, "--output-file", locked]
-                          + (["--offline"] if wheelhouse else [])})
+                          + (["--offline"] if wheelhouse else []), "index": False})
         steps.append({"name": f"install the app's {read['file']} with its hashes checked",
                       "argv": install + ["--require-hashes", "-r", locked]})
         steps.append({"name": f"install the server packages, keeping what {read['file']} pins",
