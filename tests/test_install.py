@@ -188,7 +188,7 @@ def test_uv_is_fetched_once_as_the_binary_of_its_wheel(tmp_path, monkeypatch):
     first = install.fetch_uv("0.13.8", "aarch64", str(tmp_path), python="python3")
     assert install.fetch_uv("0.13.8", "aarch64", str(tmp_path), python="python3") == first
     assert calls == [["python3", "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                      "--platform", "manylinux_2_17_aarch64", "--dest", calls[0][calls[0].index("--dest") + 1],
+                      "--dest", calls[0][calls[0].index("--dest") + 1], "--platform", "manylinux_2_17_aarch64",
                       "uv==0.13.8"]]
     with tarfile.open(first) as archive:
         member = archive.getmember("uv")

@@ -235,51 +235,50 @@ def _cache_home():
     return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 
 
-def fetch_uv(version, machine, cache=None, python=sys.executable):
-    """The path of a .tar.gz holding uv VERSION's binary for a Linux host of architecture MACHINE,
-    from the wheel pip downloads from the controller's package index; kept in CACHE and reused."""
-    cache = cache or os.path.join(_cache_home(), "asgi.gunicorn")
-    os.makedirs(cache, exist_ok=True)
-    dest = os.path.join(cache, f"uv-{version}-{machine}.tar.gz")
+def _fetch(dest, requirement, make, python, platform=None):
+    """DEST, made once by make(wheel, scratch) from the wheel of REQUIREMENT that pip downloads
+    from the controller's package index (for PLATFORM when given), and reused after."""
     if os.path.isfile(dest):
         return dest
-    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(dest)) as scratch:
         download = subprocess.run(
-            [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-             "--platform", f"manylinux_2_17_{machine}", "--dest", scratch, f"uv=={version}"],
+            [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", scratch]
+            + (["--platform", platform] if platform else []) + [requirement],
             capture_output=True, text=True, check=False)
         wheels = [name for name in os.listdir(scratch) if name.endswith(".whl")]
         if download.returncode != 0 or not wheels:
-            raise RuntimeError(f"pip could not download uv=={version} for {machine} Linux: "
+            raise RuntimeError(f"pip could not download {requirement}{' for ' + platform if platform else ''}: "
                                f"{(download.stderr or download.stdout).strip()}")
-        with zipfile.ZipFile(os.path.join(scratch, wheels[0])) as wheel:
-            binary = wheel.read(f"uv-{version}.data/scripts/uv")
+        os.replace(make(os.path.join(scratch, wheels[0]), scratch), dest)
+    return dest
+
+
+def fetch_uv(version, machine, cache=None, python=sys.executable):
+    """The path of a .tar.gz holding uv VERSION's binary for a Linux host of architecture MACHINE,
+    from the wheel pip downloads from the controller's package index; kept in CACHE and reused."""
+
+    def pack(wheel, scratch):
+        with zipfile.ZipFile(wheel) as opened:
+            binary = opened.read(f"uv-{version}.data/scripts/uv")
         packed = os.path.join(scratch, "uv.tar.gz")
         with tarfile.open(packed, "w:gz", compresslevel=6) as archive:
             info = tarfile.TarInfo("uv")
             info.size, info.mode = len(binary), 0o755
             archive.addfile(info, io.BytesIO(binary))
-        os.replace(packed, dest)
-    return dest
+        return packed
+
+    cache = cache or os.path.join(_cache_home(), "asgi.gunicorn")
+    return _fetch(os.path.join(cache, f"uv-{version}-{machine}.tar.gz"), f"uv=={version}", pack, python,
+                  f"manylinux_2_17_{machine}")
 
 
 def fetch_pip(version, cache=None, python=sys.executable):
     """The path of pip VERSION's wheel (pure Python: it runs as ``python PIP.whl/pip``), from the
     controller's package index, kept in CACHE and reused."""
     cache = cache or os.path.join(_cache_home(), "asgi.gunicorn")
-    os.makedirs(cache, exist_ok=True)
-    dest = os.path.join(cache, f"pip-{version}-py3-none-any.whl")
-    if os.path.isfile(dest):
-        return dest
-    with tempfile.TemporaryDirectory(dir=cache) as scratch:
-        download = subprocess.run(
-            [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", scratch,
-             f"pip=={version}"], capture_output=True, text=True, check=False)
-        wheel = os.path.join(scratch, os.path.basename(dest))
-        if download.returncode != 0 or not os.path.isfile(wheel):
-            raise RuntimeError(f"pip could not download pip=={version}: {(download.stderr or download.stdout).strip()}")
-        os.replace(wheel, dest)
-    return dest
+    return _fetch(os.path.join(cache, f"pip-{version}-py3-none-any.whl"), f"pip=={version}",
+                  lambda wheel, scratch: wheel, python)
 
 
 # --- Command line --------------------------------------------------------------------------------
