@@ -217,6 +217,11 @@ def install_plan(source, is_directory, installer, uv, python, release_dir, code_
     if read["kind"] == UV_LOCK and not read["pyproject"]:
         problems.append("the app's source has uv.lock but no pyproject.toml, which the lock is made from: "
                         "deploy the project's directory with both, as `uv lock` left them.")
+    if installer == "pip" and read["kind"] == HASHED:
+        problems.append("asgi_app_installer is 'pip', and the app's requirements.txt has hashes: once a file of the "
+                        "install has hashes pip wants one for every package, and the server packages the role adds "
+                        "have none. Set asgi_app_installer: uv (the default), which checks the file's hashes and "
+                        "installs the server packages beside them.")
     if installer in INSTALLERS and read["kind"] == UV_LOCK and installer != "uv":
         problems.append("asgi_app_installer is 'pip', and the app's source has uv.lock, which only uv reads: "
                         "set asgi_app_installer: uv to deploy what the lock says, or remove uv.lock and "
