@@ -53,6 +53,9 @@ except ImportError:  # pragma: no cover - read as "no lock" where tomllib is mis
 
 # This file, as the role runs it: python SCRIPT fetch-uv ...
 SCRIPT = os.path.abspath(__file__)
+# Where the controller keeps what it fetched (uv, pip) and, in wheelhouses/, each release's wheels.
+CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                     "asgi.gunicorn")
 
 INSTALLERS = ("uv", "pip")
 UV_LOCK, HASHED, REQUIREMENTS, PYPROJECT, PACKAGE, NOTHING = (
@@ -229,15 +232,11 @@ def install_plan(source, is_directory, installer, uv, python, release_dir, code_
     problems += lock_conflicts(read, packages)
     arguments = (installer, read, uv, python, release_dir, code_dir, package, packages)
     venv = f"{release_dir}/venv"
-    return {**read, "installer": installer, "problems": problems, "script": SCRIPT,
+    return {**read, "installer": installer, "problems": problems, "script": SCRIPT, "cache": CACHE,
             "freeze": [uv, "pip", "freeze", "--python", f"{venv}/bin/python"] if installer == "uv"
             else [f"{venv}/bin/pip", "freeze"],
             "steps": install_steps(*arguments),
             "wheelhouse_steps": install_steps(*arguments, wheelhouse=f"{release_dir}/{WHEELHOUSE}")}
-
-
-def _cache_home():
-    return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 
 
 def _fetch(dest, requirement, make, python, platform=None):
@@ -273,7 +272,7 @@ def fetch_uv(version, machine, cache=None, python=sys.executable):
             archive.addfile(info, io.BytesIO(binary))
         return packed
 
-    cache = cache or os.path.join(_cache_home(), "asgi.gunicorn")
+    cache = cache or CACHE
     return _fetch(os.path.join(cache, f"uv-{version}-{machine}.tar.gz"), f"uv=={version}", pack, python,
                   f"manylinux_2_17_{machine}")
 
@@ -281,7 +280,7 @@ def fetch_uv(version, machine, cache=None, python=sys.executable):
 def fetch_pip(version, cache=None, python=sys.executable):
     """The path of pip VERSION's wheel (pure Python: it runs as ``python PIP.whl/pip``), from the
     controller's package index, kept in CACHE and reused."""
-    cache = cache or os.path.join(_cache_home(), "asgi.gunicorn")
+    cache = cache or CACHE
     return _fetch(os.path.join(cache, f"pip-{version}-py3-none-any.whl"), f"pip=={version}",
                   lambda wheel, scratch: wheel, python)
 
