@@ -3,6 +3,7 @@ source installs, with which installer, and where the app's lock and the role's p
 The example app's uv.lock is checked against its pyproject.toml and the role's defaults, and the
 release's digest against the lock."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -213,19 +214,22 @@ def test_a_uv_that_pip_cannot_fetch_is_an_error_with_pips_message(tmp_path):
 
 
 def test_the_export_step_refuses_a_lock_that_no_longer_matches_its_project(tmp_path):
-    """The plan's export step, run by this checkout's uv (offline): the example's lock exports with
-    a hash on every package; once pyproject.toml asks for more, the same step fails, saying why."""
+    """The plan's export step, run by this checkout's uv with a cache of its own: the example's lock
+    exports offline with a hash on every package, as a host of a wheelhouse runs it; once
+    pyproject.toml asks for more, the same step fails as a builder runs it (uv resolves again from
+    the index to tell), saying why."""
     uv = shutil.which("uv", path=str(REPO / ".venv" / "bin")) or shutil.which("uv")
     source = shutil.copytree(EXAMPLE, tmp_path / "app")
     release = tmp_path / "release"
     release.mkdir()
 
-    def export():
+    def export(*options):
         step = asgi_app_install_plan(str(source), "uv", SERVER, PY, uv, str(release), str(source),
                                      is_directory=True)["steps"][1]
-        return subprocess.run(step["argv"] + ["--offline"], capture_output=True, text=True, check=False)
+        return subprocess.run(step["argv"] + list(options), capture_output=True, text=True, check=False,
+                              env={**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache")}, timeout=300)
 
-    done = export()
+    done = export("--offline")
     assert done.returncode == 0, done.stderr
     exported = (release / install.LOCKED_REQUIREMENTS).read_text()
     assert exported.count("==") >= 15 and exported.count("==") <= exported.count("--hash=sha256:")
