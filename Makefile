@@ -10,7 +10,7 @@ export MOLECULE_GLOB := molecule/*/molecule.yml
 export COLUMNS ?= 160
 COLLECTION_LINK := .ansible/collections/ansible_collections/asgi/gunicorn
 
-.PHONY: demo test bench lint unit sanity molecule molecule-debian12 molecule-debian13 engine image \
+.PHONY: demo test bench bench-install lint unit sanity molecule molecule-debian12 molecule-debian13 engine image \
 	clean-demo setup chromium wrk
 
 # Debian releases the scenarios run on; roles/asgi_app/meta/main.yml lists the same ones.
@@ -33,6 +33,10 @@ test: setup engine image lint unit sanity molecule
 ## bench: gunicorn's worker types side by side on a host the role deployed (docs/benchmarks/)
 bench: setup engine image wrk
 	python tools/benchmark.py $(BENCH_ARGS)
+
+## bench-install: release builds timed by installer (pip, uv, uv with a wheelhouse), on 1 and 2 hosts
+bench-install: setup engine image
+	python tools/benchmark_install.py $(BENCH_ARGS)
 
 setup: $(VENV)/.installed $(COLLECTION_LINK)
 

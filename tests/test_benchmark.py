@@ -280,3 +280,29 @@ def test_json_lines_and_metrics_are_told_as_a_share_of_the_default():
         "- metrics (asgi_app_metrics: true): 7,452 req/s against the default's 8,100, 92.0 % of it "
         "(a cost of 8.0 %); p99 2.0 ms"]
     assert bench.observability_section(results(RPS)) == ["Not measured in this run."]
+
+
+install_bench = load_module("benchmark_install", REPO / "tools" / "benchmark_install.py")
+
+
+def test_the_install_benchmark_times_the_build_tasks_alone():
+    """tools/benchmark_install.py: a release's build is the tasks of virtualenv.yml, however deep
+    in its blocks, as profile_tasks prints them (rendered), summed over the hosts' lines."""
+    names = install_bench.build_task_names()
+    assert {"Build the release's virtualenv from the package index, with", "Pack the wheels",
+            "Install from them, with no index"} <= set(names)
+    output = "\n".join([
+        "asgi.gunicorn.asgi_app : Build the release's virtualenv from the package index, with uv --- 2.15s",
+        "asgi.gunicorn.asgi_app : Install from them, with no index ------------- 0.85s",
+        "asgi.gunicorn.asgi_app : Render gunicorn_config.py, checked by gunicorn --check-config before it goes"
+        " live --- 0.94s",
+        "Build the release's virtualenv from the package index, with uv --- 9.00s",
+    ])
+    assert install_bench.seconds_building(output) == pytest.approx(3.0)
+
+
+def test_the_install_benchmark_wants_every_host_unchanged_on_a_rerun():
+    recap = ("asgi-install-1             : ok=40   changed=0    unreachable=0    failed=0\n"
+             "asgi-install-2             : ok=40   changed=1    unreachable=0    failed=0\n")
+    assert install_bench.unchanged(recap, ["asgi-install-1"])
+    assert not install_bench.unchanged(recap, ["asgi-install-1", "asgi-install-2"])
