@@ -306,3 +306,13 @@ def test_the_install_benchmark_wants_every_host_unchanged_on_a_rerun():
              "asgi-install-2             : ok=40   changed=1    unreachable=0    failed=0\n")
     assert install_bench.unchanged(recap, ["asgi-install-1"])
     assert not install_bench.unchanged(recap, ["asgi-install-1", "asgi-install-2"])
+
+
+def test_the_install_benchmark_judges_uv_against_half_of_pip():
+    row = {"no change": 12.0, "new release": 25.0, "new build": 2.0}
+    rows = [{**row, "case": "pip", "hosts": 1, "cold": 35.0, "cold build": 8.0},
+            {**row, "case": "uv", "hosts": 1, "cold": 30.3, "cold build": 2.9},
+            {**row, "case": "uv, wheelhouse", "hosts": 2, "cold": 57.2, "cold build": 11.1}]
+    assert install_bench.targets(rows) == [
+        "NOT met: uv's first converge on 1 host(s) <= half of pip's (30.3 s against 35.0 s)",
+        "met: uv's release build in the first converge on 1 host(s) <= half of pip's (2.9 s against 8.0 s)"]

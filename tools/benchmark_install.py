@@ -10,8 +10,9 @@ cache and the role's, ~/.cache/asgi.gunicorn):
 3. new release: the example app with one file changed, so a new release is built with the
    caches the first converge filled (the hosts' installer caches, the controller's).
 Each run's wall time is measured, and its build: the tasks of roles/asgi_app/tasks/virtualenv.yml,
-from ansible.posix.profile_tasks, summed over the hosts. The table is printed in Markdown
-(and written with --write).
+from ansible.posix.profile_tasks, summed over the hosts (putting the installer itself on the host,
+uv's fetch and unpacking or Debian's python3-venv for pip, counts in the converge, not the build).
+The table and the targets (uv at most half of pip) are printed in Markdown, and written with --write.
 """
 
 from __future__ import annotations
@@ -132,10 +133,26 @@ def main() -> None:
                     continue  # a wheelhouse serves the hosts after the first: one host has none
                 rows.append(measure(case, count, Path(scratch)))
                 print(f"benchmark-install: {rows[-1]}", file=sys.stderr)
-    print(table(rows))
+    report = table(rows) + "\n\n## Targets\n\n" + "\n".join(f"- {line}" for line in targets(rows))
+    print(report)
     if args.write:
-        REPORT.write_text(f"{REPORT_HEADER}\n{table(rows)}\n")
+        REPORT.write_text(f"{REPORT_HEADER}\n{report}\n")
         print(f"benchmark-install: wrote {REPORT.relative_to(REPO)}", file=sys.stderr)
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """Issue 18's targets, judged on each fleet size that has both a pip and a uv row: uv at most
+    half of pip, for the first converge and for the release's build in it."""
+    lines = []
+    for count in sorted({row["hosts"] for row in rows}):
+        by_case = {row["case"]: row for row in rows if row["hosts"] == count}
+        if "pip" not in by_case or "uv" not in by_case:
+            continue
+        for column, what in (("cold", "first converge"), ("cold build", "release build in the first converge")):
+            uv, pip = by_case["uv"][column], by_case["pip"][column]
+            verdict = "met" if uv <= pip / 2 else "NOT met"
+            lines.append(f"{verdict}: uv's {what} on {count} host(s) <= half of pip's ({uv:.1f} s against {pip:.1f} s)")
+    return lines
 
 
 def table(rows: list[dict]) -> str:
