@@ -316,3 +316,12 @@ def test_the_install_benchmark_judges_uv_against_half_of_pip():
     assert install_bench.targets(rows) == [
         "NOT met: uv's first converge on 1 host(s) <= half of pip's (30.3 s against 35.0 s)",
         "met: uv's release build in the first converge on 1 host(s) <= half of pip's (2.9 s against 8.0 s)"]
+
+
+def test_the_install_benchmark_table_has_a_row_per_case():
+    rows = [{"case": "uv, wheelhouse", "hosts": 2, "cold": 57.16, "cold build": 11.1, "no change": 22.2,
+             "new release": 51.5, "new build": 10.54}]
+    lines = install_bench.table(rows).splitlines()
+    assert [cell.strip() for cell in lines[0].strip("|").split("|")][:3] == ["hosts", "installer", "first converge (s)"]
+    assert [cell.strip() for cell in lines[2].strip("|").split("|")] == [
+        "2", "uv, wheelhouse", "57.2", "11.1", "22.2", "51.5", "10.5"]

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from probes import markdown_table
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_VARS = REPO / "inventories" / "demo" / "group_vars" / "asgi_apps.yml"
 BUILD_TASKS = REPO / "roles" / "asgi_app" / "tasks" / "virtualenv.yml"
@@ -156,12 +158,12 @@ def targets(rows: list[dict]) -> list[str]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| hosts | installer | first converge (s) | its builds (s) | no-change run (s) "
-             "| new release (s) | its builds (s) |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {row['hosts']} | {row['case']} | {row['cold']:.1f} | {row['cold build']:.1f} "
-              f"| {row['no change']:.1f} | {row['new release']:.1f} | {row['new build']:.1f} |" for row in rows]
-    return "\n".join(lines)
+    header = ["hosts", "installer", "first converge (s)", "its builds (s)", "no-change run (s)",
+              "new release (s)", "its builds (s)"]
+    cells = [[str(row["hosts"]), row["case"],
+              *(f"{row[column]:.1f}" for column in ("cold", "cold build", "no change", "new release", "new build"))]
+             for row in rows]
+    return markdown_table(header, cells, numeric={0, 2, 3, 4, 5, 6})
 
 
 if __name__ == "__main__":
