@@ -83,10 +83,19 @@ def unchanged(output: str, hosts: list[str]) -> bool:
 
 
 def measure(case: str, count: int, scratch: Path) -> dict:
+    """The case's three runs on `count` fresh hosts, removed afterwards, also when a run failed."""
     hosts = [f"asgi-install-{n}" for n in range(1, count + 1)]
-    for n, host in enumerate(hosts):
-        subprocess.run([str(REPO / "tools" / "test-host.sh"), host, str(FIRST_PORT + n)], check=True,
-                       capture_output=True)
+    try:
+        for n, host in enumerate(hosts):
+            subprocess.run([str(REPO / "tools" / "test-host.sh"), host, str(FIRST_PORT + n)], check=True,
+                           capture_output=True)
+        return timed_runs(case, hosts, scratch)
+    finally:
+        subprocess.run(["docker", "rm", "-f", *hosts], check=False, capture_output=True)
+
+
+def timed_runs(case: str, hosts: list[str], scratch: Path) -> dict:
+    count = len(hosts)
     inventory = scratch / f"{count}-{case.replace(', ', '-')}.yml"
     inventory.write_text(yaml.safe_dump({"asgi_apps": {"hosts": {host: {
         "ansible_connection": "community.docker.docker", "ansible_become": False} for host in hosts}}}))
@@ -117,7 +126,6 @@ def measure(case: str, count: int, scratch: Path) -> dict:
     module.write_text(module.read_text() + "\n# a new release\n")
     row["new release"], output = playbook(inventory, env, "playbooks/deploy.yml", *extra)
     row["new build"] = seconds_building(output)
-    subprocess.run(["docker", "rm", "-f", *hosts], check=True, capture_output=True)
     return row
 
 
