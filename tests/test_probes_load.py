@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from probes import Watch, format_table, run_load
+from probes import Watch, concurrent_get_across, format_table, run_load
 from support import REPO, JsonHandler, children, local_http_server, probes_cli, wait_for
 
 
@@ -100,6 +100,23 @@ RECORDS = [
      "latency_max": 12.25, "latency_p99": 3.5,
      "first_version": "1.0.0", "last_version": "1.0.0"},
 ]
+
+
+def test_concurrent_gets_go_on_until_each_named_worker_answered(gunicorn):
+    """However the first batch's connections were spread, every worker named has answered by the end,
+    and nothing is counted twice; a PID that never answers ends the probe at its time limit."""
+    base_url, master = gunicorn
+    wait_for(lambda: len(children(master.pid)) == 2, 10, "two workers")
+    workers = set(children(master.pid))
+    sent = concurrent_get_across(base_url + "/health", workers, requests=200, concurrency=10)
+    print(f"\n{sent.ok} answered by {sorted(sent.pids)} (workers {sorted(workers)}) in {sent.elapsed:.2f} s")
+    assert sent.pids == workers
+    assert sent.ok == sent.requests >= 200 and sent.failed == 0 and sent.errors == {}
+
+    started = time.monotonic()
+    unknown = concurrent_get_across(base_url + "/health", {1}, requests=20, concurrency=10, within=1)
+    assert 1 <= time.monotonic() - started < 10
+    assert unknown.pids <= workers and unknown.ok == unknown.requests > 20
 
 
 def test_format_table():

@@ -4,7 +4,8 @@ One library for every consumer: the fast tests (tests/), the Molecule scenarios'
 playbooks (molecule/), the demo (tools/demo.sh) and the benchmark (tools/benchmark.py). Each probe
 returns plain data and asserts nothing; callers decide.
 
-- clients: one-shot probes (HTTP, WebSocket echo, SSE event by event, concurrent GETs) and
+- clients: one-shot probes (HTTP, WebSocket echo, SSE event by event, concurrent GETs, also
+  until given workers have answered) and
   `report`, each of them once;
 - load: clients kept busy during an event (`run_load`, `Watch`, `LoadReport`) and WebSockets held
   by the thousand (`WebSocketHolder`, `hold`);
@@ -22,6 +23,7 @@ from probes.clients import (
     SseResult,
     WebSocketResult,
     concurrent_get,
+    concurrent_get_across,
     http_get,
     report,
     sse_events,
@@ -32,6 +34,7 @@ from probes.tables import format_table, markdown_table
 
 __all__ = [
     "HoldReport", "HttpResult", "LoadReport", "LoadResult", "SseResult", "Watch", "WebSocketHolder",
-    "WebSocketResult", "browser_result", "concurrent_get", "format_table", "hold", "http_get",
-    "markdown_table", "page_dom", "report", "run_load", "sse_events", "stop_session", "websocket_echo",
+    "WebSocketResult", "browser_result", "concurrent_get", "concurrent_get_across", "format_table", "hold",
+    "http_get", "markdown_table", "page_dom", "report", "run_load", "sse_events", "stop_session",
+    "websocket_echo",
 ]

@@ -148,6 +148,28 @@ async def _concurrent_get(url: str, requests: int, concurrency: int, timeout: fl
     return result
 
 
+def concurrent_get_across(url: str, pids: set[int], requests: int, concurrency: int,
+                          within: float = 30.0) -> LoadResult:
+    """concurrent_get, at least `requests` of them, then again in smaller batches until every worker
+    in `pids` has answered one, `within` seconds at most. One batch is not enough: its keep-alive
+    connections all open at once, and the worker that wakes first may accept every one of them."""
+    total = LoadResult(0, concurrency, 0, 0, 0.0)
+    deadline = time.monotonic() + within
+    batch = requests
+    while True:
+        result = concurrent_get(url, batch, concurrency)
+        total.requests += result.requests
+        total.ok += result.ok
+        total.failed += result.failed
+        total.elapsed += result.elapsed
+        total.pids |= result.pids
+        for error, count in result.errors.items():
+            total.errors[error] = total.errors.get(error, 0) + count
+        if pids <= total.pids or time.monotonic() > deadline:
+            return total
+        batch = max(requests // 10, concurrency)
+
+
 def report(base_url: str) -> dict:
     """Every probe once, as the demo shows it."""
     ws_url = base_url.replace("http", "ws", 1) + "/ws"
