@@ -325,3 +325,16 @@ def test_the_install_benchmark_table_has_a_row_per_case():
     assert [cell.strip() for cell in lines[0].strip("|").split("|")][:3] == ["hosts", "installer", "first converge (s)"]
     assert [cell.strip() for cell in lines[2].strip("|").split("|")] == [
         "2", "uv, wheelhouse", "57.2", "11.1", "22.2", "51.5", "10.5"]
+
+
+def test_the_install_benchmark_says_why_no_target_was_judged():
+    """--cases uv alone: no pip row to judge against, said as such rather than an empty list."""
+    rows = [{"case": "uv", "hosts": 1, "cold": 30.3, "cold build": 2.9, "no change": 12.0, "new release": 25.0,
+             "new build": 2.0}]
+    report = install_bench.render(rows)
+    assert report.startswith(install_bench.table(rows))
+    assert report.endswith("## Targets\n\n- none judged: each compares a pip row and a uv row on the same number "
+                           "of hosts")
+    rows.append({**rows[0], "case": "pip", "cold": 35.0, "cold build": 8.0})
+    assert report != install_bench.render(rows)
+    assert install_bench.render(rows).endswith(install_bench.targets(rows)[-1])

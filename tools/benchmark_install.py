@@ -143,11 +143,17 @@ def main() -> None:
                     continue  # a wheelhouse serves the hosts after the first: one host has none
                 rows.append(measure(case, count, Path(scratch)))
                 print(f"benchmark-install: {rows[-1]}", file=sys.stderr)
-    report = table(rows) + "\n\n## Targets\n\n" + "\n".join(f"- {line}" for line in targets(rows))
+    report = render(rows)
     print(report)
     if args.write:
         REPORT.write_text(f"{REPORT_HEADER}\n{report}\n")
         print(f"benchmark-install: wrote {REPORT.relative_to(REPO)}", file=sys.stderr)
+
+
+def render(rows: list[dict]) -> str:
+    """The table, then the targets, or why none could be judged."""
+    lines = targets(rows) or ["none judged: each compares a pip row and a uv row on the same number of hosts"]
+    return table(rows) + "\n\n## Targets\n\n" + "\n".join(f"- {line}" for line in lines)
 
 
 def targets(rows: list[dict]) -> list[str]:
