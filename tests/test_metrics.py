@@ -2,8 +2,9 @@
 gunicorn_config.py (the fixtures of tests/test_worker_module.py, the pinned versions, which have
 prometheus_client): every request counted once across workers that max_requests replaces, a
 worker killed, and a restart of the whole service; a scrape that never sees a count go back
-while workers' files are folded; the app's own prometheus_client metrics summed over its
-workers, on its own /metrics and on the role's; and the server of the metrics."""
+while workers' files are folded, nor fails on a file not yet written; the app's own
+prometheus_client metrics summed over its workers, on its own /metrics and on the role's; and
+the server of the metrics."""
 
 import itertools
 import os
@@ -123,11 +124,14 @@ def test_a_scrape_never_sees_a_count_go_back_while_workers_are_folded(serve, tmp
     directory = tmp_path / "metrics"
     base_url, process, log = start(serve, tmp_path, directory, asgi_app_max_requests=20,
                                    asgi_app_max_requests_jitter=1)
-    totals, done = [], threading.Event()
+    totals, errors, done = [], [], threading.Event()
 
     def scraper():
         while not done.is_set():
-            totals.append(sum(requests_by_label(scrape(directory)).values()))
+            try:
+                totals.append(sum(requests_by_label(scrape(directory)).values()))
+            except Exception as error:  # noqa: BLE001 - a failed scrape is what this test looks for
+                errors.append(repr(error))
 
     thread = threading.Thread(target=scraper)
     thread.start()
@@ -138,7 +142,9 @@ def test_a_scrape_never_sees_a_count_go_back_while_workers_are_folded(serve, tmp
     final = sum(requests_by_label(scrape(directory)).values())
     backwards = [(before, after) for before, after in itertools.pairwise(totals) if after < before]
     print(f"\n{len(totals)} scrapes during {sum(answered.values())} requests, "
-          f"{log.read_text().count('Worker exiting')} workers exited; went back: {backwards[:5]}")
+          f"{log.read_text().count('Worker exiting')} workers exited; went back: {backwards[:5]}; "
+          f"failed: {len(errors)} {errors[:1]}")
+    assert not errors
     assert len(totals) > 20 and not backwards and final == 600
 
 
@@ -216,6 +222,56 @@ def test_the_server_answers_the_metrics_and_nothing_else(tmp_path, python):
         server.terminate()
         output, _ = server.communicate(timeout=10)
     assert "GET /metrics" not in output  # scrapes are not logged
+
+
+def test_a_file_not_yet_written_fails_no_scrape_and_no_fold(tmp_path, python):
+    """prometheus_client creates a process's file, then sizes it (prometheus/client_python#1199).
+    A scrape in between, by the exporter or by an app's own MultiProcessCollector, reads the
+    other files; a process killed in between leaves its file empty, and the next master's
+    fold_dead removes it rather than failing to start."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    exited = subprocess.run([sys.executable, "-c", "from prometheus_client import Counter; "
+                             "Counter('exited', 'A process that ended.').inc(3)"], env=environment, check=True)
+    killed = subprocess.Popen([sys.executable, "-c", ""])
+    killed.wait()
+    empty = {"in the making": directory / f"counter_{os.getpid()}.db",
+             "left by a killed process": directory / f"histogram_{killed.pid}.db"}
+    for path in empty.values():
+        path.touch()
+    print(f"\n{exited.args[-1]}; files: {sorted(path.name for path in directory.iterdir())}")
+
+    assert scrape(directory)[("exited_total", ())] == 3
+    asgi_app_metrics.guard_collectors()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    assert samples(generate_latest(registry).decode())[("exited_total", ())] == 3
+
+    asgi_app_metrics.fold_dead(str(directory))
+    assert empty["in the making"].exists() and not empty["left by a killed process"].exists()
+    assert {path.name for path in directory.glob("*.db")} == {"counter_archive.db", empty["in the making"].name}
+    assert scrape(directory)[("exited_total", ())] == 3
+
+
+def test_a_service_starts_on_a_directory_with_a_file_left_empty(serve, tmp_path, python):
+    """The file of a worker killed before prometheus_client sized it outlives the service: the
+    next master folds it away when it starts, and counts as before."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    killed = subprocess.Popen([sys.executable, "-c", ""])
+    killed.wait()
+    (directory / f"counter_{killed.pid}.db").touch()
+    base_url, process, log = start(serve, tmp_path, directory)
+    answered = send_requests(base_url, clients=2, each=30)
+    values = scrape(directory)
+    print(f"\n{dict(answered)}; counted {requests_by_label(values)}")
+    assert process.poll() is None
+    assert not (directory / f"counter_{killed.pid}.db").exists()
+    assert sum(requests_by_label(values).values()) == sum(answered.values()) == 60
 
 
 def _answers(url):

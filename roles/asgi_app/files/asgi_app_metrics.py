@@ -19,6 +19,9 @@ restarts; the app's own prometheus_client metrics, if it has any, go there too.
 Folding and reading take a lock on the directory (LOCK_FILE), so a scrape never sees a worker's
 counts twice, or not at all, while they move to the archive; `guard_collectors` makes
 prometheus_client's MultiProcessCollector take it too, for an app that serves its own /metrics.
+Both pass over a file that is still empty: prometheus_client creates a process's file, then sizes
+it, and reading it in between fails the whole scrape (prometheus/client_python#1199); a process
+killed in between leaves it empty for good.
 """
 
 from __future__ import annotations
@@ -73,6 +76,14 @@ def process_files(directory):
     return files
 
 
+def _written(path):
+    """Whether prometheus_client has sized the file yet: until then it holds nothing to read."""
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:
+        return False
+
+
 def _fold_files(directory, files):
     """Add the counts of `files` ((kind, path) of processes that ended) to the archive of their
     kind, and remove them. The caller holds the exclusive lock."""
@@ -81,7 +92,7 @@ def _fold_files(directory, files):
     archives = {}
     try:
         for kind, path in files:
-            if kind in FOLDED_KINDS:
+            if kind in FOLDED_KINDS and _written(path):
                 try:
                     values = list(MmapedDict.read_all_values_from_file(path))
                 except FileNotFoundError:
@@ -124,18 +135,20 @@ def _running(pid):
 
 
 def guard_collectors():
-    """Make prometheus_client's MultiProcessCollector read under the directory's shared lock, in
-    this process and the processes it forks: an app's own /metrics then sums every worker's
-    counts exactly once while a worker's files move to the archive."""
+    """Make prometheus_client's MultiProcessCollector read under the directory's shared lock, and
+    only the files already written, in this process and the processes it forks: an app's own
+    /metrics then sums every worker's counts exactly once while a worker's files move to the
+    archive, and a worker that is making its files does not fail it."""
     from prometheus_client import multiprocess
 
-    collect = multiprocess.MultiProcessCollector.collect
-    if getattr(collect, "asgi_app_guarded", False):
+    if getattr(multiprocess.MultiProcessCollector.collect, "asgi_app_guarded", False):
         return
 
     def guarded_collect(self):
+        # MultiProcessCollector.collect, with the lock and without the files not yet written.
         with locked(self._path, exclusive=False):
-            return list(collect(self))
+            files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if _written(path)]
+            return list(self.merge(files, accumulate=True))
 
     guarded_collect.asgi_app_guarded = True
     multiprocess.MultiProcessCollector.collect = guarded_collect
@@ -245,10 +258,10 @@ def exposition(directory):
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    guard_collectors()
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)
-    with locked(directory, exclusive=False):
-        return generate_latest(registry)
+    return generate_latest(registry)
 
 
 class MetricsHandler(BaseHTTPRequestHandler):
