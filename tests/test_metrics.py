@@ -58,6 +58,13 @@ def start(serve, tmp_path, directory, **variables):
     return base_url, process, log
 
 
+def dead_pid():
+    """The PID of a process that has ended, as a worker killed before its files were sized."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
 def send_requests(base_url, clients=4, each=150):
     """`clients` keep-alive clients, `each` requests apiece: GET /health, POST /work, GET /missing
     in turn. Returns what was answered, by (method, status)."""
@@ -237,10 +244,8 @@ def test_a_file_not_yet_written_fails_no_scrape_and_no_fold(tmp_path, python):
     environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
     exited = subprocess.run([sys.executable, "-c", "from prometheus_client import Counter; "
                              "Counter('exited', 'A process that ended.').inc(3)"], env=environment, check=True)
-    killed = subprocess.Popen([sys.executable, "-c", ""])
-    killed.wait()
     empty = {"in the making": directory / f"counter_{os.getpid()}.db",
-             "left by a killed process": directory / f"histogram_{killed.pid}.db"}
+             "left by a killed process": directory / f"histogram_{dead_pid()}.db"}
     for path in empty.values():
         path.touch()
     print(f"\n{exited.args[-1]}; files: {sorted(path.name for path in directory.iterdir())}")
@@ -262,15 +267,14 @@ def test_a_service_starts_on_a_directory_with_a_file_left_empty(serve, tmp_path,
     next master folds it away when it starts, and counts as before."""
     directory = tmp_path / "metrics"
     directory.mkdir()
-    killed = subprocess.Popen([sys.executable, "-c", ""])
-    killed.wait()
-    (directory / f"counter_{killed.pid}.db").touch()
+    left = directory / f"counter_{dead_pid()}.db"
+    left.touch()
     base_url, process, log = start(serve, tmp_path, directory)
     answered = send_requests(base_url, clients=2, each=30)
     values = scrape(directory)
     print(f"\n{dict(answered)}; counted {requests_by_label(values)}")
     assert process.poll() is None
-    assert not (directory / f"counter_{killed.pid}.db").exists()
+    assert not left.exists()
     assert sum(requests_by_label(values).values()) == sum(answered.values()) == 60
 
 

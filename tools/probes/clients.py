@@ -114,11 +114,13 @@ def sse_events(url: str, count: int, timeout: float = 30.0) -> SseResult:
 
 
 def concurrent_get(url: str, requests: int, concurrency: int, timeout: float = 60.0) -> LoadResult:
-    return asyncio.run(_concurrent_get(url, requests, concurrency, timeout))
-
-
-async def _concurrent_get(url: str, requests: int, concurrency: int, timeout: float) -> LoadResult:
     result = LoadResult(requests, concurrency, 0, 0, 0.0)
+    asyncio.run(_concurrent_get(url, requests, concurrency, timeout, result))
+    return result
+
+
+async def _concurrent_get(url: str, requests: int, concurrency: int, timeout: float, result: LoadResult) -> None:
+    """Send `requests` GETs over `concurrency` keep-alive connections, adding what came back to `result`."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for number in range(requests):
@@ -144,8 +146,7 @@ async def _concurrent_get(url: str, requests: int, concurrency: int, timeout: fl
     started = time.monotonic()
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
-    result.elapsed = time.monotonic() - started
-    return result
+    result.elapsed += time.monotonic() - started
 
 
 def concurrent_get_across(url: str, pids: set[int], requests: int, concurrency: int,
@@ -157,14 +158,8 @@ def concurrent_get_across(url: str, pids: set[int], requests: int, concurrency: 
     deadline = time.monotonic() + within
     batch = requests
     while True:
-        result = concurrent_get(url, batch, concurrency)
-        total.requests += result.requests
-        total.ok += result.ok
-        total.failed += result.failed
-        total.elapsed += result.elapsed
-        total.pids |= result.pids
-        for error, count in result.errors.items():
-            total.errors[error] = total.errors.get(error, 0) + count
+        total.requests += batch
+        asyncio.run(_concurrent_get(url, batch, concurrency, 60.0, total))
         if pids <= total.pids or time.monotonic() > deadline:
             return total
         batch = max(requests // 10, concurrency)
